@@ -1,0 +1,5 @@
+"""Allow ``python -m kbgit``."""
+
+from .cli import main
+
+main()

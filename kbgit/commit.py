@@ -1,0 +1,174 @@
+"""Run one ingest inside the writer lock: plan, load, embed, write, commit.
+
+Kept apart from :mod:`kbgit.store` so the facade stays small; called only by
+:meth:`KnowledgeStore.ingest`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .ingest import (
+    Build,
+    LoadedDoc,
+    Plan,
+    ProgressFn,
+    build_ingest,
+    embed_docs,
+    load_changed,
+    plan_changes,
+    scan_folder,
+)
+from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
+from .manifest import MANIFEST_PATH
+
+if TYPE_CHECKING:
+    from .store import IngestResult, KnowledgeStore
+
+logger = logging.getLogger(__name__)
+
+#: changed paths listed in a commit message before it says "and N more"
+MESSAGE_PATHS = 200
+
+
+def commit_message(plan: Plan, result: IngestResult, build: Build) -> str:
+    """Describe an ingest as a normal git commit message with machine-readable trailers."""
+    subject = (
+        f"kbgit ingest: {len(result.added)} added, {len(result.updated)} updated, "
+        f"{result.skipped} skipped, {len(result.deleted)} deleted"
+    )
+    if result.renamed:
+        subject += f", {len(result.renamed)} renamed"
+    lines = [subject, ""]
+    if plan.reembed_all:
+        lines += [
+            f"Model or chunking changed: every document re-embedded "
+            f"({build.ledger.model_id}, {build.ledger.chunking}).",
+            "",
+        ]
+    changes = (
+        [f"A  {p}" for p in result.added]
+        + [f"M  {p}" for p in result.updated]
+        + [f"D  {p}" for p in result.deleted]
+        + [f"R  {a} -> {b}" for a, b in result.renamed]
+    )
+    lines += changes[:MESSAGE_PATHS]
+    if len(changes) > MESSAGE_PATHS:
+        lines.append(f"... and {len(changes) - MESSAGE_PATHS} more")
+    if result.failed:
+        lines += ["", "Not ingested:"] + [f"!  {f.path}: {f.reason}" for f in result.failed]
+    lines += [
+        "",
+        f"Kbgit-Added: {len(result.added)}",
+        f"Kbgit-Updated: {len(result.updated)}",
+        f"Kbgit-Deleted: {len(result.deleted)}",
+        f"Kbgit-Renamed: {len(result.renamed)}",
+        f"Kbgit-Skipped: {result.skipped}",
+        f"Kbgit-Vectors-Added: {build.chunks_added}",
+        f"Kbgit-Vectors-Deleted: {build.chunks_deleted}",
+        f"Kbgit-Vectors: {build.manifest.live_vectors}",
+        f"Kbgit-Generation: {build.manifest.generation}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _doc_writes(
+    store: KnowledgeStore,
+    head: str | None,
+    old: Ledger,
+    build: Build,
+    loaded: list[LoadedDoc],
+    plan: Plan,
+) -> None:
+    for doc in loaded:
+        build.writes[f"{DOCS_DIR}/{doc.path}"] = doc.data
+    for old_path, new_path in plan.renamed:
+        data = store.repo.read_file(head or "HEAD", f"{DOCS_DIR}/{old_path}")
+        if data is None:
+            raise FileNotFoundError(f"{DOCS_DIR}/{old_path} missing from HEAD")
+        build.writes[f"{DOCS_DIR}/{new_path}"] = data
+    for path in set(old.documents) - set(build.ledger.documents):
+        build.deletes.append(f"{DOCS_DIR}/{path}")
+    build.writes[LEDGER_PATH] = build.ledger.to_bytes()
+    build.writes[MANIFEST_PATH] = build.manifest.to_bytes()
+
+
+def run_ingest(
+    store: KnowledgeStore, source: Path, *, keep_missing: bool, progress: ProgressFn | None
+) -> IngestResult:
+    """Ingest ``source`` into ``store`` (lock held, tree repaired, hub checked)."""
+    from .store import IngestResult
+
+    head, ledger, manifest = store._head_state()
+    cfg = store.config
+    embedder = store.embedder
+    reembed = ledger is not None and not ledger.same_settings(
+        embedder.model_id, embedder.dim, cfg.chunking
+    )
+    old = ledger or Ledger.empty(embedder.model_id, embedder.dim, cfg.chunking)
+    files, problems = scan_folder(source, progress)
+    plan = plan_changes(old, files, keep_missing=keep_missing, reembed_all=reembed)
+    loaded, failed = load_changed(
+        plan,
+        files,
+        chunk_size=cfg.chunk_size,
+        chunk_overlap=cfg.chunk_overlap,
+        count_tokens=embedder.count_tokens,
+        progress=progress,
+    )
+    failed = sorted(problems + failed, key=lambda f: f.path)
+    ok = {d.path for d in loaded}
+    added = [p for p in plan.added if p in ok]
+    updated = [p for p in plan.updated if p in ok]
+    # a file that failed under a model change cannot keep vectors of the old model
+    deleted = plan.deleted + ([p for p in plan.updated if p not in ok] if reembed else [])
+    result = IngestResult(
+        None,
+        added,
+        updated,
+        len(plan.unchanged),
+        deleted,
+        plan.renamed,
+        failed,
+        0,
+        0,
+        reembed,
+        False,
+    )
+    if not (added or updated or deleted or plan.renamed):
+        return result
+    vectors = (
+        embed_docs(loaded, embedder, cfg.batch_size, progress)
+        if loaded
+        else np.zeros((0, embedder.dim), dtype=np.float32)
+    )
+    build = build_ingest(
+        old,
+        manifest,
+        plan,
+        loaded,
+        vectors,
+        model_id=embedder.model_id,
+        dim=embedder.dim,
+        chunking=cfg.chunking,
+    )
+    _doc_writes(store, head, old, build, loaded, plan)
+    commit = store.write_commit(build.writes, build.deletes, commit_message(plan, result, build))
+    logger.info("ingest committed %s", commit[:12])
+    return IngestResult(
+        commit,
+        added,
+        updated,
+        len(plan.unchanged),
+        deleted,
+        plan.renamed,
+        failed,
+        build.chunks_added,
+        build.chunks_deleted,
+        reembed,
+        False,
+    )

@@ -1,0 +1,62 @@
+"""Exceptions kbgit raises on purpose.
+
+KbgitError
+├── ConfigError        bad or missing settings (kb.toml, environment, arguments)
+├── GitError           a git command failed; carries git's stderr
+│   └── HubMovedError  the hub has commits this store does not have (another writer pushed)
+├── LockedError        another writer holds the store's lock
+├── IntegrityError     a commit whose files do not match its manifest and ledger
+│   └── FormatError    a store written in a format this version cannot read
+├── DocumentError      one source file that cannot be read (reported; the others still ingest)
+└── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
+"""
+
+from __future__ import annotations
+
+
+class KbgitError(Exception):
+    """Base for every error kbgit raises on purpose."""
+
+    #: what the user can do about it; shown by the CLI under the message
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class ConfigError(KbgitError):
+    """Settings that are missing, malformed or contradictory."""
+
+
+class GitError(KbgitError):
+    """A git command failed."""
+
+    def __init__(self, message: str, *, stderr: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.stderr = stderr
+
+
+class HubMovedError(GitError):
+    """The hub's branch is not an ancestor of ours: another writer pushed."""
+
+
+class LockedError(KbgitError):
+    """Another process holds the writer lock of this store."""
+
+
+class IntegrityError(KbgitError):
+    """A commit whose ledger, manifest, index files or documents disagree."""
+
+
+class FormatError(IntegrityError):
+    """A store format version this release does not understand."""
+
+
+class QueryError(KbgitError):
+    """A query that is malformed or asks for something that does not exist."""
+
+
+class DocumentError(KbgitError):
+    """A source document that is unsupported, empty, binary, undecodable or corrupt."""

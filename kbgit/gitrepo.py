@@ -1,0 +1,207 @@
+"""Thin, leak-free access to git: working stores, hubs and blobs of any commit.
+
+Every call is one short-lived ``git`` process. GitPython creates repositories and
+clones, but its object database is never used: its README warns that it leaks
+``git cat-file`` helpers in long-running processes, and the sync daemon runs for months.
+Blobs are read with one bounded ``git cat-file --batch`` per call, which also works on
+a hub's pre-receive quarantine (git passes the object directories in the environment).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import git as gitpython
+
+from .errors import GitError
+
+logger = logging.getLogger(__name__)
+
+#: git's well-known empty tree, to diff a first commit against
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(_GIT_ENV)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def create_hub(path: str | os.PathLike[str], branch: str = "main") -> Path:
+    """Create a bare hub repo that refuses non-fast-forward pushes and branch deletion."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise GitError(f"{path} exists and is not empty", hint="choose a new path for the hub")
+    try:
+        repo = gitpython.Repo.init(path, bare=True, initial_branch=branch)
+        with repo.config_writer() as cfg:
+            cfg.set_value("receive", "denyNonFastForwards", "true")
+            cfg.set_value("receive", "denyDeletes", "true")
+            cfg.set_value("core", "fsync", "committed")
+            # keep pushes and fetches cheap: segments are append-only, deltas rarely help
+            cfg.set_value("pack", "window", "0")
+            cfg.set_value("gc", "auto", "0")
+        repo.close()
+    except gitpython.GitCommandError as exc:
+        raise GitError(f"cannot create hub at {path}", stderr=str(exc.stderr)) from exc
+    return path
+
+
+class GitRepo:
+    """A git repository on disk, driven through short-lived git processes.
+
+    >>> repo = GitRepo.init("/tmp/kb")          # doctest: +SKIP
+    >>> repo.head()                             # doctest: +SKIP
+    None
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str], branch: str = "main") -> GitRepo:
+        """Create a working repo with ``branch`` as its unborn HEAD."""
+        try:
+            gitpython.Repo.init(path, initial_branch=branch).close()
+        except gitpython.GitCommandError as exc:
+            raise GitError(f"git init {path} failed", stderr=str(exc.stderr)) from exc
+        repo = cls(path)
+        repo.run("config", "core.fsync", "committed")
+        repo.run("config", "core.quotepath", "false")
+        return repo
+
+    @classmethod
+    def clone(cls, url: str, path: str | os.PathLike[str], branch: str, remote: str) -> GitRepo:
+        """Clone ``url`` into ``path`` with the remote named ``remote``."""
+        try:
+            gitpython.Repo.clone_from(url, path, origin=remote, branch=branch, env=_GIT_ENV).close()
+        except gitpython.GitCommandError as exc:
+            raise GitError(f"git clone {url} failed", stderr=str(exc.stderr).strip()) from exc
+        return cls(path)
+
+    def _exec(
+        self, args: Iterable[str], input: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(self.path), *args],
+                input=input,
+                capture_output=True,
+                env=_env(env),
+                check=False,
+            )
+        except OSError as exc:
+            raise GitError(f"cannot run git: {exc}", hint="install git") from exc
+
+    def run_bytes(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> bytes:
+        """Run ``git args`` in this repo and return its stdout; raise GitError on failure."""
+        proc = self._exec(args, input, env)
+        if check and proc.returncode != 0:
+            stderr = proc.stderr.decode("utf-8", "replace").strip()
+            raise GitError(f"git {' '.join(args[:2])} failed: {stderr}", stderr=stderr)
+        return proc.stdout
+
+    def run(
+        self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
+        """Run ``git args`` and return stdout as stripped text."""
+        return self.run_bytes(*args, input=input, env=env).decode("utf-8", "replace").strip()
+
+    def rev_parse(self, rev: str) -> str | None:
+        """Return the commit id ``rev`` names, or None if it names nothing."""
+        out = self.run_bytes("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+        sha = out.decode().strip()
+        return sha or None
+
+    def head(self) -> str | None:
+        """Return HEAD's commit id, or None on an unborn branch."""
+        return self.rev_parse("HEAD")
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Tell whether ``ancestor`` is reachable from ``descendant``."""
+        proc = self._exec(["merge-base", "--is-ancestor", ancestor, descendant])
+        if proc.returncode not in (0, 1):
+            raise GitError(f"merge-base failed: {proc.stderr.decode().strip()}")
+        return proc.returncode == 0
+
+    def count_commits(self, spec: str) -> int:
+        """Return how many commits ``git rev-list spec`` lists."""
+        return int(self.run("rev-list", "--count", spec) or 0)
+
+    def commit_time(self, rev: str) -> int:
+        """Return the committer time of ``rev`` as a Unix timestamp."""
+        return int(self.run("show", "-s", "--format=%ct", rev))
+
+    def ls_tree(self, rev: str) -> dict[str, str]:
+        """Map every file path of ``rev``'s tree to its blob id."""
+        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev)
+        entries: dict[str, str] = {}
+        for item in out.split(b"\0"):
+            if not item:
+                continue
+            meta, _, path = item.partition(b"\t")
+            _mode, kind, sha = meta.decode().split(" ")
+            if kind == "blob":
+                entries[path.decode("utf-8", "surrogateescape")] = sha
+        return entries
+
+    def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """Return the contents of the given blob ids, read in one ``cat-file --batch``."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        out = self.run_bytes("cat-file", "--batch", input=("\n".join(wanted) + "\n").encode())
+        blobs: dict[str, bytes] = {}
+        pos = 0
+        for sha in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode()
+            if header.endswith(" missing"):
+                raise GitError(f"object {sha} is missing from {self.path}")
+            _oid, _kind, size = header.split(" ")
+            start = end + 1
+            blobs[sha] = out[start : start + int(size)]
+            pos = start + int(size) + 1
+        return blobs
+
+    def read_file(self, rev: str, path: str) -> bytes | None:
+        """Return one file of ``rev``'s tree, or None if absent."""
+        proc = self._exec(["cat-file", "blob", f"{rev}:{path}"])
+        return proc.stdout if proc.returncode == 0 else None
+
+    def remote_url(self, name: str) -> str | None:
+        """Return the URL of a remote, or None if it is not configured."""
+        out = self.run_bytes("remote", "get-url", name, check=False).decode().strip()
+        return out or None
+
+    def set_remote(self, name: str, url: str) -> None:
+        """Point remote ``name`` at ``url``, adding it if needed."""
+        if self.remote_url(name) is None:
+            self.run("remote", "add", name, url)
+        else:
+            self.run("remote", "set-url", name, url)
+
+    def fetch(self, remote: str, branch: str) -> str | None:
+        """Fetch ``branch`` from ``remote``; return the remote branch's commit or None."""
+        # a wildcard refspec, so an empty hub is not an error
+        self.run("fetch", "--quiet", "--no-tags", "--prune", remote,
+                 f"+refs/heads/*:refs/remotes/{remote}/*")
+        return self.rev_parse(f"refs/remotes/{remote}/{branch}")
+
+    def remote_head(self, remote: str, branch: str) -> str | None:
+        """Return the last fetched commit of ``remote``/``branch``, or None."""
+        return self.rev_parse(f"refs/remotes/{remote}/{branch}")

@@ -1,0 +1,198 @@
+"""Index segments and the live search index built from them.
+
+A segment is two files written once: a FAISS ``IndexFlatIP`` (``faiss.write_index``
+format) and a JSON-lines file with one row per vector (chunk id, text, metadata).
+Segments are read without handing repo bytes to FAISS's deserializer: the flat-index
+layout is checked field by field and its vectors are viewed with numpy, so a crafted
+file can neither execute code nor crash the process; only then is a fresh FAISS index
+built in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .errors import IntegrityError, QueryError
+
+_FLAT_IP = b"IxFI"
+# fourcc, d (int32), ntotal (int64), two unused int64, is_trained (bool), metric (int32),
+# then the code vector: its length in floats (uint64) and the float32 data
+_HEADER = struct.Struct("<4siqqq?iQ")
+METRIC_INNER_PRODUCT = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One chunk stored in a segment."""
+
+    id: str
+    text: str
+    meta: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A parsed segment: vectors (n, dim) float32 and their rows, in the same order."""
+
+    name: str
+    vectors: np.ndarray
+    rows: tuple[Row, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        """Return the chunk ids in row order."""
+        return [r.id for r in self.rows]
+
+
+def encode_segment(vectors: np.ndarray, rows: Sequence[Row]) -> tuple[bytes, bytes]:
+    """Serialize a segment to (faiss file bytes, jsonl bytes)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(rows):
+        raise ValueError(f"{vectors.shape} vectors for {len(rows)} rows")
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    faiss_bytes = faiss.serialize_index(index).tobytes()
+    lines = [
+        json.dumps({"id": r.id, "text": r.text, "meta": r.meta}, sort_keys=True, ensure_ascii=False)
+        + "\n"
+        for r in rows
+    ]
+    return faiss_bytes, "".join(lines).encode("utf-8")
+
+
+def decode_vectors(data: bytes, *, label: str) -> np.ndarray:
+    """Return the (n, d) float32 vectors of a serialized ``IndexFlatIP``, checked."""
+    if len(data) < _HEADER.size:
+        raise IntegrityError(f"{label}: truncated FAISS file ({len(data)} bytes)")
+    fourcc, dim, ntotal, _u1, _u2, _trained, metric, nfloats = _HEADER.unpack_from(data)
+    if fourcc != _FLAT_IP or metric != METRIC_INNER_PRODUCT:
+        raise IntegrityError(f"{label}: not a FAISS IndexFlatIP (type {fourcc!r})")
+    if dim <= 0 or ntotal < 0 or nfloats != dim * ntotal:
+        raise IntegrityError(f"{label}: inconsistent FAISS header (d={dim}, ntotal={ntotal})")
+    if len(data) != _HEADER.size + 4 * nfloats:
+        raise IntegrityError(
+            f"{label}: FAISS file is {len(data)} bytes, header says {_HEADER.size + 4 * nfloats}"
+        )
+    vecs = np.frombuffer(data, dtype="<f4", count=nfloats, offset=_HEADER.size)
+    return vecs.reshape(ntotal, dim)
+
+
+def decode_rows(data: bytes, *, label: str) -> tuple[Row, ...]:
+    """Parse a segment's JSON-lines rows, checked."""
+    rows: list[Row] = []
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"{label}: not UTF-8") from exc
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        try:
+            obj = json.loads(line)
+            row = Row(obj["id"], obj["text"], obj["meta"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{label}:{lineno}: malformed row: {exc!r}") from exc
+        if (
+            not isinstance(row.id, str)
+            or not isinstance(row.text, str)
+            or not isinstance(row.meta, dict)
+        ):
+            raise IntegrityError(f"{label}:{lineno}: row fields have the wrong types")
+        rows.append(row)
+    return tuple(rows)
+
+
+def decode_segment(
+    name: str, faiss_bytes: bytes, rows_bytes: bytes, *, vectors: int, dim: int
+) -> Segment:
+    """Parse and cross-check a segment against the counts its manifest entry claims."""
+    vecs = decode_vectors(faiss_bytes, label=f"{name}.faiss")
+    rows = decode_rows(rows_bytes, label=f"{name}.jsonl")
+    if vecs.shape != (vectors, dim):
+        raise IntegrityError(
+            f"segment {name}: FAISS holds {vecs.shape[0]}x{vecs.shape[1]} vectors, "
+            f"manifest says {vectors}x{dim}"
+        )
+    if len(rows) != vectors:
+        raise IntegrityError(f"segment {name}: {len(rows)} rows for {vectors} vectors")
+    if len({r.id for r in rows}) != len(rows):
+        raise IntegrityError(f"segment {name}: duplicate chunk ids")
+    return Segment(name, vecs, rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """A search result: score and the row it points at."""
+
+    score: float
+    segment: str
+    row: Row
+
+
+class LiveIndex:
+    """The searchable union of segments minus tombstoned rows (exact inner product).
+
+    >>> live = LiveIndex([segment], {"g000001": {"dead-id"}})     # doctest: +SKIP
+    >>> live.search(query_vector, k=5)                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self, segments: Iterable[Segment], tombstoned: dict[str, set[str]], dim: int
+    ) -> None:
+        self.dim = dim
+        blocks: list[np.ndarray] = []
+        self._refs: list[tuple[str, Row]] = []
+        for seg in segments:
+            dead = tombstoned.get(seg.name, set())
+            keep = [i for i, r in enumerate(seg.rows) if r.id not in dead]
+            if not keep:
+                continue
+            blocks.append(seg.vectors if len(keep) == len(seg.rows) else seg.vectors[keep])
+            self._refs.extend((seg.name, seg.rows[i]) for i in keep)
+        self._index = faiss.IndexFlatIP(dim)
+        if blocks:
+            self._index.add(np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def rows(self) -> list[tuple[str, Row]]:
+        """Return (segment, row) for every live vector, in index order."""
+        return list(self._refs)
+
+    def vectors(self) -> np.ndarray:
+        """Return a copy of every live vector, in index order."""
+        return (
+            self._index.reconstruct_n(0, len(self._refs))
+            if self._refs
+            else np.zeros((0, self.dim), dtype=np.float32)
+        )
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: Sequence[int] | None = None
+    ) -> list[Match]:
+        """Return the k best matches for one query vector, optionally among ``allowed`` rows."""
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        if query.shape[1] != self.dim:
+            raise QueryError(f"query vector has dimension {query.shape[1]}, index has {self.dim}")
+        if not self._refs or k < 1:
+            return []
+        params = None
+        if allowed is not None:
+            if len(allowed) == 0:
+                return []
+            params = faiss.SearchParameters(
+                sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            )
+        k = min(k, len(self._refs))
+        scores, ids = self._index.search(query, k, params=params)
+        return [
+            Match(float(s), *self._refs[i])
+            for s, i in zip(scores[0], ids[0], strict=True)
+            if i >= 0
+        ]
