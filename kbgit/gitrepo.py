@@ -198,8 +198,14 @@ class GitRepo:
     def fetch(self, remote: str, branch: str) -> str | None:
         """Fetch ``branch`` from ``remote``; return the remote branch's commit or None."""
         # a wildcard refspec, so an empty hub is not an error
-        self.run("fetch", "--quiet", "--no-tags", "--prune", remote,
-                 f"+refs/heads/*:refs/remotes/{remote}/*")
+        self.run(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--prune",
+            remote,
+            f"+refs/heads/*:refs/remotes/{remote}/*",
+        )
         return self.rev_parse(f"refs/remotes/{remote}/{branch}")
 
     def remote_head(self, remote: str, branch: str) -> str | None:

@@ -130,7 +130,7 @@ class KnowledgeStore:
         if root.exists() and any(root.iterdir()):
             raise ConfigError(f"{root} exists and is not empty")
         config = dataclasses.replace(
-            config or StoreConfig(), hub=hub or (config.hub if config else "")
+            config or StoreConfig(), hub=_absolute_hub(hub or (config.hub if config else ""))
         )
         repo = None
         if config.hub and _hub_has_history(config.hub, config.branch):
@@ -420,6 +420,13 @@ class KnowledgeStore:
         head = self.repo.head()
         assert head is not None
         return head
+
+
+def _absolute_hub(hub: str) -> str:
+    """Make a local hub path absolute: git resolves relative ones against the store."""
+    if not hub or "://" in hub or (":" in hub.split("/")[0] and not Path(hub).exists()):
+        return hub
+    return str(Path(hub).resolve())
 
 
 def _hub_has_history(hub: str, branch: str) -> bool:
