@@ -133,6 +133,8 @@ class LoadedDoc:
     data: bytes
     loader: str
     chunks: list[Chunk]
+    #: explicit chunk ids (one per chunk), e.g. a LangChain user's ids; None generates them
+    ids: list[str] | None = None
 
 
 def load_changed(
@@ -259,9 +261,16 @@ def build_ingest(
     rows: list[Row] = []
     for doc in loaded:
         sha = sha256(doc.data)
-        ids = [
-            chunk_id(doc.path, sha, model_id, chunking, i, taken) for i in range(len(doc.chunks))
-        ]
+        if doc.ids is not None:
+            if len(doc.ids) != len(doc.chunks) or taken & set(doc.ids):
+                raise ValueError(f"{doc.path}: explicit chunk ids must be one per chunk, unused")
+            ids = list(doc.ids)
+            taken.update(ids)
+        else:
+            ids = [
+                chunk_id(doc.path, sha, model_id, chunking, i, taken)
+                for i in range(len(doc.chunks))
+            ]
         rows += [Row(cid, c.text, c.meta) for cid, c in zip(ids, doc.chunks, strict=True)]
         docs[doc.path] = DocEntry(sha, len(doc.data), doc.loader, seg_name, tuple(ids))
     writes: dict[str, bytes] = {}
