@@ -1,0 +1,181 @@
+"""Compaction and gc: merge segments into one, drop tombstoned vectors; pack objects.
+
+Append-only segments keep each ingest cheap to push, but after many small ingests a
+store has many segments and tombstone files. Compaction writes one new segment holding
+every live row (same chunk ids, same vectors, same order as the live index, so search
+results are identical), points every ledger document at it, and deletes the old index
+files from the tree. They stay in git history, so rollback to before the compaction
+still works; the hub grows by one copy of the live index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+from .gitrepo import GitRepo
+from .ledger import LEDGER_PATH, Ledger
+from .manifest import INDEX_DIR, MANIFEST_PATH, FileRef, Manifest, SegmentRef, segment_name
+from .rollback import commit_checked
+from .snapshot import SegmentCache, Snapshot, load_snapshot, sha256
+from .vector_index import encode_segment
+
+if TYPE_CHECKING:
+    from .store import KnowledgeStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompactResult:
+    """What a compaction did."""
+
+    commit: str | None
+    segments_before: int
+    segments_after: int
+    tombstone_files_before: int
+    vectors: int
+    vectors_dropped: int
+    index_bytes_before: int
+    index_bytes_after: int
+    pushed: bool
+    dry_run: bool = False
+
+    @property
+    def noop(self) -> bool:
+        """Tell whether the store was already compact (nothing to commit)."""
+        return self.commit is None and not self.dry_run
+
+
+@dataclasses.dataclass(frozen=True)
+class Compaction:
+    """The files of a compacted commit."""
+
+    ledger: Ledger
+    manifest: Manifest
+    writes: dict[str, bytes]
+    deletes: list[str]
+
+
+def build_compaction(snap: Snapshot) -> Compaction:
+    """Return the ledger, manifest and files of ``snap`` with all live rows in one segment."""
+    old = snap.manifest
+    generation = old.generation + 1
+    name = segment_name(generation)
+    rows = [row for _seg, row in snap.index.rows()]
+    writes: dict[str, bytes] = {}
+    segments: tuple[SegmentRef, ...] = ()
+    if rows:
+        faiss_raw, rows_raw = encode_segment(snap.index.vectors(), rows)
+        refs = {}
+        for kind, raw in (("faiss", faiss_raw), ("jsonl", rows_raw)):
+            path = f"{INDEX_DIR}/{name}.{kind}"
+            writes[path] = raw
+            refs[kind] = FileRef(path, sha256(raw), len(raw))
+        segments = (SegmentRef(name, len(rows), old.dim, refs["faiss"], refs["jsonl"]),)
+    docs = {p: dataclasses.replace(d, segment=name) for p, d in snap.ledger.documents.items()}
+    ledger = dataclasses.replace(snap.ledger, documents=docs)
+    ledger_raw = ledger.to_bytes()
+    manifest = Manifest(
+        generation, old.model_id, old.dim, segments, len(rows), sha256(ledger_raw), old.format
+    )
+    writes[LEDGER_PATH] = ledger_raw
+    writes[MANIFEST_PATH] = manifest.to_bytes()
+    deletes = [f.path for f in old.files() if f.path not in writes]
+    return Compaction(ledger, manifest, writes, deletes)
+
+
+def is_compact(manifest: Manifest) -> bool:
+    """Tell whether a manifest has at most one segment and no tombstones."""
+    return len(manifest.segments) <= 1 and not any(s.tombstones for s in manifest.segments)
+
+
+def _message(snap: Snapshot, result: CompactResult, generation: int) -> str:
+    return (
+        f"kbgit compact: {result.segments_before} segments -> {result.segments_after}, "
+        f"{result.vectors_dropped} tombstoned vectors dropped\n\n"
+        f"Every live vector of {snap.commit[:12]} now sits in one segment; search results\n"
+        "are unchanged. Older segments remain in history for rollback.\n\n"
+        "Kbgit-Operation: compact\n"
+        f"Kbgit-Compacted-Segments: {result.segments_before}\n"
+        "Kbgit-Added: 0\nKbgit-Updated: 0\nKbgit-Deleted: 0\nKbgit-Renamed: 0\n"
+        f"Kbgit-Vectors-Added: 0\nKbgit-Vectors-Deleted: 0\n"
+        f"Kbgit-Vectors-Dropped: {result.vectors_dropped}\n"
+        f"Kbgit-Vectors: {result.vectors}\n"
+        f"Kbgit-Generation: {generation}\n"
+    )
+
+
+def compact(
+    store: KnowledgeStore,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    push: bool = True,
+    wait: bool = True,
+) -> CompactResult:
+    """Merge HEAD's segments into one, drop tombstoned rows, commit, verify and push."""
+    with store.lock(wait=wait):
+        store.repair()
+        store._check_hub()
+        cache = SegmentCache()
+        snap = load_snapshot(store.repo, "HEAD", cache=cache)
+        old = snap.manifest
+        plan = build_compaction(snap)
+        result = CompactResult(
+            None,
+            len(old.segments),
+            len(plan.manifest.segments),
+            sum(len(s.tombstones) for s in old.segments),
+            old.live_vectors,
+            sum(s.vectors for s in old.segments) - old.live_vectors,
+            sum(f.size for f in old.files()),
+            sum(f.size for f in plan.manifest.files()),
+            False,
+        )
+        if dry_run or (is_compact(old) and not force):
+            return dataclasses.replace(result, dry_run=dry_run)
+        message = _message(snap, result, plan.manifest.generation)
+        commit = commit_checked(store, plan.writes, message, cache, deletes=plan.deletes)
+        logger.info("compacted %d segments into %s", len(old.segments), commit[:12])
+        pushed = store.push() if push else False
+        return dataclasses.replace(result, commit=commit, pushed=pushed)
+
+
+# -- gc -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GcResult:
+    """Size of a repository's object store before and after ``git gc``."""
+
+    path: str
+    bytes_before: int
+    bytes_after: int
+
+
+def objects_size(git_dir: str | os.PathLike[str]) -> int:
+    """Return the bytes used by a repository's object store."""
+    objects = Path(git_dir) / "objects"
+    return sum(p.stat().st_size for p in objects.rglob("*") if p.is_file())
+
+
+def git_dir(path: str | os.PathLike[str]) -> Path:
+    """Return the git directory of a working repo or bare hub."""
+    path = Path(path)
+    if (path / ".git").is_dir():
+        return path / ".git"
+    if (path / "objects").is_dir() and (path / "HEAD").is_file():
+        return path
+    raise ConfigError(f"{path} is neither a kbgit store nor a bare hub")
+
+
+def gc(path: str | os.PathLike[str]) -> GcResult:
+    """Pack a store's or hub's objects with ``git gc`` (unreachable objects kept 2 weeks)."""
+    gdir = git_dir(path)
+    before = objects_size(gdir)
+    # pack.window=0 on hubs: segments are append-only binaries, delta search buys nothing
+    GitRepo(gdir).run("gc", "--quiet")
+    return GcResult(str(path), before, objects_size(gdir))

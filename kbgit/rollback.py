@@ -1,0 +1,235 @@
+"""Rollback and tags: write history forward, verified, and push it.
+
+A rollback is a new forward commit whose tree is REV's, so standbys only ever
+fast-forward and rolling back a rollback works the same way. The one file it changes
+is ``manifest.json``: it keeps HEAD's ``generation`` so segment names stay unique
+across history (docs/history.md); everything else, the ledger included, is
+byte-identical to REV's, so no index file is rewritten and the hub receives only a
+commit, its trees and one small manifest blob.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, GitError, IntegrityError, QueryError
+from .gitrepo import GitRepo
+from .history import LedgerDiff, check_rev, diff_ledgers, read_state, resolve
+from .manifest import MANIFEST_PATH
+from .snapshot import SegmentCache, Snapshot, load_snapshot
+
+if TYPE_CHECKING:
+    from .store import KnowledgeStore
+
+logger = logging.getLogger(__name__)
+
+#: changed paths listed in a rollback's commit message before "and N more"
+MESSAGE_PATHS = 200
+
+
+def fetch_tags(store: KnowledgeStore) -> None:
+    """Fetch the hub's tags (plain fetches use --no-tags)."""
+    if store.config.hub:
+        store.repo.run("fetch", "--quiet", "hub", "refs/tags/*:refs/tags/*")
+
+
+def verified_target(store: KnowledgeStore, rev: str, action: str, cache: SegmentCache) -> Snapshot:
+    """Resolve ``rev`` (fetching hub tags if needed) and verify it, or say why not."""
+    check_rev(rev)
+    if store.repo.rev_parse(rev) is None and store.config.hub:
+        fetch_tags(store)
+    commit = resolve(store.repo, rev)
+    try:
+        return load_snapshot(store.repo, commit, cache=cache)
+    except IntegrityError as exc:
+        raise type(exc)(
+            f"cannot {action} {rev} ({commit[:12]}): it fails verification: {exc}",
+            hint=f"inspect it with: kbgit verify {store.root} {commit[:12]}",
+        ) from exc
+
+
+def commit_checked(
+    store: KnowledgeStore,
+    writes: dict[str, bytes],
+    message: str,
+    cache: SegmentCache,
+    *,
+    deletes: tuple[str, ...] | list[str] = (),
+) -> str:
+    """Commit the working tree plus ``writes``; verify the commit, or undo it and raise."""
+    parent = store.repo.head()
+    commit = store.write_commit(writes, deletes, message)
+    try:
+        load_snapshot(store.repo, commit, cache=cache)
+    except IntegrityError:
+        store.repo.run("reset", "--quiet", "--hard", parent or "HEAD")
+        logger.error("commit %s failed verification and was undone", commit[:12])
+        raise
+    return commit
+
+
+def _author_env(store: KnowledgeStore) -> list[str]:
+    name, _, email = store.config.author.partition(" <")
+    return ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
+
+
+# -- rollback -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RollbackResult:
+    """What a rollback did (or, with dry_run, would do)."""
+
+    commit: str | None
+    target: str
+    rev: str
+    change: LedgerDiff
+    vectors: int
+    generation: int
+    dry_run: bool
+    pushed: bool
+    warnings: list[str]
+
+    @property
+    def noop(self) -> bool:
+        """Tell whether HEAD already held REV's store."""
+        return self.commit is None and not self.dry_run
+
+
+def _rollback_message(rev: str, snap: Snapshot, change: LedgerDiff, generation: int) -> str:
+    when = datetime.datetime.fromtimestamp(snap.commit_time, datetime.UTC)
+    lines = [
+        f"kbgit rollback: to {rev if rev != snap.commit else snap.commit[:12]}",
+        "",
+        f"The store is restored to {snap.commit} of {when:%Y-%m-%d %H:%M:%S} UTC.",
+        "Changes relative to the previous HEAD:",
+        "",
+    ]
+    paths = (
+        [f"A  {p}" for p in change.added]
+        + [f"M  {p}" for p in change.modified]
+        + [f"D  {p}" for p in change.removed]
+        + [f"R  {a} -> {b}" for a, b in change.renamed]
+    )
+    lines += paths[:MESSAGE_PATHS]
+    if len(paths) > MESSAGE_PATHS:
+        lines.append(f"... and {len(paths) - MESSAGE_PATHS} more")
+    lines += [
+        "",
+        "Kbgit-Operation: rollback",
+        f"Kbgit-Rollback-To: {snap.commit}",
+        f"Kbgit-Added: {len(change.added)}",
+        f"Kbgit-Updated: {len(change.modified)}",
+        f"Kbgit-Deleted: {len(change.removed)}",
+        f"Kbgit-Renamed: {len(change.renamed)}",
+        f"Kbgit-Vectors-Added: {change.chunks_added}",
+        f"Kbgit-Vectors-Deleted: {change.chunks_removed}",
+        f"Kbgit-Vectors: {snap.manifest.live_vectors}",
+        f"Kbgit-Generation: {generation}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _same_store(repo: GitRepo, head: str, target: str) -> bool:
+    """Tell whether two commits hold the same store, ignoring the manifest's generation."""
+    a, b = repo.ls_tree(head), repo.ls_tree(target)
+    if {p: s for p, s in a.items() if p != MANIFEST_PATH} != {
+        p: s for p, s in b.items() if p != MANIFEST_PATH
+    }:
+        return False
+    ma, mb = (read_state(repo, c) for c in (head, target))
+    return bool(ma and mb) and dataclasses.replace(ma[1], generation=0) == dataclasses.replace(
+        mb[1], generation=0
+    )
+
+
+def rollback(
+    store: KnowledgeStore,
+    rev: str,
+    *,
+    dry_run: bool = False,
+    push: bool = True,
+    wait: bool = True,
+) -> RollbackResult:
+    """Commit REV's store as a new forward commit on HEAD, verified, and push it."""
+    with store.lock(wait=wait):
+        store.repair()
+        store._check_hub()
+        head, head_ledger, head_manifest = store._head_state()
+        if head is None or head_ledger is None or head_manifest is None:
+            raise QueryError(f"{store.root} has no commits to roll back")
+        cache = SegmentCache()
+        snap = verified_target(store, rev, "roll back to", cache)
+        change = diff_ledgers(head_ledger, snap.ledger)
+        generation = max(head_manifest.generation, snap.manifest.generation)
+        warnings = []
+        if snap.ledger.model_id != head_ledger.model_id:
+            warnings.append(
+                f"{rev} was embedded with {snap.ledger.model_id}, HEAD with "
+                f"{head_ledger.model_id}: queries load the model each commit names"
+            )
+        if not store.repo.is_ancestor(snap.commit, head):
+            warnings.append(f"{rev} is not in the history of HEAD")
+        result = RollbackResult(
+            None, snap.commit, rev, change, snap.manifest.live_vectors, generation, False, False,
+            warnings,
+        )  # fmt: skip
+        if _same_store(store.repo, head, snap.commit):
+            return result
+        if dry_run:
+            return dataclasses.replace(result, dry_run=True)
+        manifest = dataclasses.replace(snap.manifest, generation=generation)
+        store.repo.run("read-tree", "--reset", "-u", snap.commit)
+        message = _rollback_message(rev, snap, change, generation)
+        commit = commit_checked(store, {MANIFEST_PATH: manifest.to_bytes()}, message, cache)
+        logger.info("rolled back to %s as %s", snap.commit[:12], commit[:12])
+        pushed = store.push() if push else False
+        return dataclasses.replace(result, commit=commit, pushed=pushed)
+
+
+# -- tags ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TagResult:
+    """A tag created on a verified commit."""
+
+    name: str
+    commit: str
+    pushed: bool
+
+
+def tag(
+    store: KnowledgeStore,
+    name: str,
+    rev: str = "HEAD",
+    *,
+    message: str | None = None,
+    push: bool = True,
+) -> TagResult:
+    """Create an annotated tag on a verified commit and push it to the hub."""
+    try:
+        store.repo.run("check-ref-format", f"refs/tags/{check_rev(name)}")
+    except (GitError, QueryError) as exc:
+        raise ConfigError(f"invalid tag name: {name!r}", hint="e.g. release-2024-06") from exc
+    with store.lock():
+        if store.repo.rev_parse(f"refs/tags/{name}") is not None:
+            raise ConfigError(f"tag {name} already exists", hint="choose another name")
+        if store.config.hub and store.repo.run("ls-remote", "--tags", "hub", f"refs/tags/{name}"):
+            raise ConfigError(f"the hub already has a tag {name}", hint="choose another name")
+        snap = verified_target(store, rev, "tag", SegmentCache())
+        text = message or (
+            f"kbgit tag {name}: {len(snap.ledger.documents)} documents, {snap.vectors} vectors"
+        )
+        store.repo.run(*_author_env(store), "tag", "--annotate", name, "-m", text, snap.commit)
+        pushed = False
+        if push and store.config.hub:
+            try:
+                store.repo.run("push", "--quiet", "hub", f"refs/tags/{name}")
+            except GitError as exc:
+                raise GitError(
+                    f"tag {name} created locally but the hub refused it: {exc.stderr}",
+                    stderr=exc.stderr,
+                    hint=f"push it later: git -C {store.root} push hub refs/tags/{name}",
+                ) from exc
+            pushed = True
+        return TagResult(name, snap.commit, pushed)
