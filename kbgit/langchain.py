@@ -1,0 +1,355 @@
+"""LangChain integration: a ``VectorStore`` backed by a kbgit store, and embedding adapters.
+
+Every write goes through kbgit's own ingest path: one ledger document per LangChain
+``Document`` (``docs/.langchain/<sha256(id)[:32]>.json`` holding its id, text and
+metadata), one chunk whose id IS the user's id, and one commit per call, made under the
+writer lock and pushed to the hub, so it replicates like any ingest. The folder is
+hidden, so a ``kbgit ingest`` of a source folder never deletes these documents.
+
+>>> from kbgit.langchain import KbgitVectorStore
+>>> vs = KbgitVectorStore.open("./kb", hub="/srv/kb-hub.git")          # doctest: +SKIP
+>>> vs.add_texts(["Rotate API keys every 90 days"], ids=["keys-1"])     # doctest: +SKIP
+>>> vs.as_retriever(search_kwargs={"k": 3}).invoke("key rotation")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+
+from .embeddings import Embedder
+from .errors import ConfigError, DocumentError
+from .lcdocs import LC_DIR, LcDoc, commit_documents, json_metadata, normalize
+from .metadata_filter import metadata_matcher
+from .snapshot import Snapshot
+from .store import KnowledgeStore
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingsEmbedder:
+    """A LangChain ``Embeddings`` seen as a kbgit ``Embedder`` (vectors L2-normalized).
+
+    >>> from langchain_core.embeddings import DeterministicFakeEmbedding
+    >>> EmbeddingsEmbedder(DeterministicFakeEmbedding(size=6)).model_id
+    'langchain:DeterministicFakeEmbedding'
+    """
+
+    def __init__(
+        self, embeddings: Embeddings, *, model_id: str | None = None, dim: int | None = None
+    ) -> None:
+        self.embeddings = embeddings
+        self.model_id = model_id or _lc_model_id(embeddings)
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        """Return the vector dimension (probed once with a query if not given)."""
+        if self._dim is None:
+            self._dim = len(self.embeddings.embed_query("dimension probe"))
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed documents and normalize them so inner product is cosine."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return normalize(np.array(self.embeddings.embed_documents(list(texts))))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one query with the model's query side, normalized."""
+        return normalize(np.array(self.embeddings.embed_query(text)))
+
+    def count_tokens(self, text: str) -> int:
+        """Count whitespace-separated words (LangChain users split before adding)."""
+        return len(text.split())
+
+
+def _lc_model_id(embeddings: Embeddings) -> str:
+    parts = ["langchain", type(embeddings).__name__]
+    for attr in ("model_name", "model"):
+        value = getattr(embeddings, attr, None)
+        if isinstance(value, str) and value:
+            parts.append(value)
+            break
+    return ":".join(parts)
+
+
+class KbgitEmbeddings(Embeddings):
+    """A kbgit ``Embedder`` seen as a LangChain ``Embeddings`` (e.g. for ``FAISS.load_local``).
+
+    >>> from kbgit import FakeEmbedder
+    >>> len(KbgitEmbeddings(FakeEmbedder(8)).embed_query("hello"))
+    8
+    """
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents with the kbgit model."""
+        return self.embedder.embed(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query with the kbgit model."""
+        return self.embedder.embed([text])[0].tolist()
+
+
+def as_embedder(embedding: Embeddings | Embedder, model_id: str | None = None) -> Embedder:
+    """Return a kbgit Embedder for a LangChain Embeddings or an Embedder."""
+    if isinstance(embedding, KbgitEmbeddings):
+        return embedding.embedder
+    if isinstance(embedding, Embeddings):
+        return EmbeddingsEmbedder(embedding, model_id=model_id)
+    if isinstance(embedding, Embedder):
+        return embedding
+    raise ConfigError(f"not an embedding model: {type(embedding).__name__}")
+
+
+def embed_query(embedder: Embedder, text: str) -> np.ndarray:
+    """Embed a query, using the model's query side when it has one."""
+    fn = getattr(embedder, "embed_query", None)
+    return fn(text) if callable(fn) else embedder.embed([text])[0]
+
+
+def hit_document(chunk_id: str, source: str, text: str, meta: dict[str, Any]) -> Document:
+    """Return a stored chunk as a LangChain Document (file chunks get a ``source`` key)."""
+    metadata = dict(meta)
+    if not source.startswith(LC_DIR + "/"):
+        metadata.setdefault("source", source)
+    return Document(id=chunk_id, page_content=text, metadata=metadata)
+
+
+class KbgitVectorStore(VectorStore):
+    """A LangChain VectorStore whose writes are kbgit commits (replicated via the hub).
+
+    >>> vs = KbgitVectorStore.open("./kb", embedding=my_lc_embeddings)   # doctest: +SKIP
+    >>> vs.add_documents(docs, ids=[d.metadata["key"] for d in docs])    # doctest: +SKIP
+    >>> vs.similarity_search("rotate keys", k=4, filter={"team": "sre"}) # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        store: KnowledgeStore | str | os.PathLike[str],
+        embedding: Embeddings | Embedder | None = None,
+        *,
+        model_id: str | None = None,
+        push: bool = True,
+    ) -> None:
+        self.store = store if isinstance(store, KnowledgeStore) else KnowledgeStore(store)
+        self._embedding = embedding
+        self.embedder = as_embedder(embedding, model_id) if embedding else self.store.embedder
+        self.push = push
+        self._cache: tuple[str, Snapshot, dict[str, tuple[str, str, dict]]] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        embedding: Embeddings | Embedder | None = None,
+        *,
+        hub: str = "",
+        model: str | None = None,
+        model_id: str | None = None,
+        push: bool = True,
+    ) -> KbgitVectorStore:
+        """Open the store at ``path``, creating it (with ``hub`` and ``model``) if absent."""
+        from .config import StoreConfig
+
+        if os.path.isdir(os.path.join(path, ".git")):
+            kb = KnowledgeStore(path)
+        else:
+            kb = KnowledgeStore.init(
+                path, hub=hub, config=StoreConfig(model=model) if model else None
+            )
+        return cls(kb, embedding, model_id=model_id, push=push)
+
+    @property
+    def embeddings(self) -> Embeddings:
+        """Return the LangChain embeddings this store queries with."""
+        if isinstance(self._embedding, Embeddings):
+            return self._embedding
+        return KbgitEmbeddings(self.embedder)
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> KbgitVectorStore:
+        """Create (or open) the store at ``path`` and add texts in one commit."""
+        if path is None:
+            raise ConfigError("KbgitVectorStore.from_texts needs path= (the store folder)")
+        vs = cls.open(path, embedding, **kwargs)
+        vs.add_texts(texts, metadatas, ids=ids)
+        return vs
+
+    # -- writing ----------------------------------------------------------------------
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Upsert texts by id in one commit; generate uuid4 ids where none is given."""
+        texts = list(texts)
+        metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
+        given = list(ids) if ids is not None else [None] * len(texts)
+        if not len(texts) == len(metadatas) == len(given):
+            raise DocumentError(
+                f"{len(texts)} texts, {len(metadatas)} metadatas and {len(given)} ids"
+            )
+        out = [str(i) if i else str(uuid.uuid4()) for i in given]
+        docs = {
+            i: LcDoc(i, t, json_metadata(i, m))
+            for i, t, m in zip(out, texts, metadatas, strict=True)
+        }
+        if docs:  # a repeated id within one call: the last one wins
+            commit_documents(self.store, self.embedder, list(docs.values()), push=self.push)
+        return out
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete documents by id in one commit (missing ids are ignored; None deletes all)."""
+        if ids is None:
+            _head, ledger, _m = self.store._head_state()
+            ids = [
+                c for p, d in (ledger.documents if ledger else {}).items()
+                if p.startswith(LC_DIR + "/") for c in d.chunks
+            ]  # fmt: skip
+        if ids:
+            commit_documents(self.store, self.embedder, deletes=ids, push=self.push)
+        return True
+
+    # -- reading ----------------------------------------------------------------------
+    def _snapshot(self) -> tuple[Snapshot, dict[str, tuple[str, str, dict]]] | None:
+        head = self.store.repo.head()
+        if head is None:
+            return None
+        cached = self._cache
+        if cached is None or cached[0] != head:
+            snap = self.store.snapshot(head)
+            rows = {r.id: (snap.sources[r.id], r.text, r.meta) for _s, r in snap.index.rows()}
+            cached = self._cache = (head, snap, rows)
+        return cached[1], cached[2]
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Return the documents with these ids, in order; missing ids are skipped."""
+        state = self._snapshot()
+        if state is None:
+            return []
+        rows = state[1]
+        return [hit_document(i, *rows[i]) for i in dict.fromkeys(ids) if i in rows]
+
+    def similarity_search_with_score_by_vector(
+        self,
+        embedding: Sequence[float] | np.ndarray,
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict], bool] | None = None,  # noqa: A002
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Return (document, cosine similarity) pairs, best first.
+
+        ``filter`` matches metadata exactly (see :func:`kbgit.metadata_filter.metadata_matcher`);
+        ``source=`` keeps documents whose path starts with a prefix; ``score_threshold=``
+        drops hits below it.
+        """
+        state = self._snapshot()
+        if state is None or k < 1:
+            return []
+        snap, rows = state
+        if (snap.ledger.model_id, snap.ledger.dim) != (self.embedder.model_id, self.embedder.dim):
+            raise ConfigError(
+                f"the store holds {snap.ledger.model_id} vectors; queries use "
+                f"{self.embedder.model_id}",
+                hint="open the store with the embedding model it was built with",
+            )
+        allowed = _allowed(snap, rows, filter, kwargs.get("source"))
+        matches = snap.index.search(normalize(np.asarray(embedding)), k, allowed)
+        threshold = kwargs.get("score_threshold")
+        return [
+            (hit_document(m.row.id, *rows[m.row.id]), m.score)
+            for m in matches
+            if threshold is None or m.score >= threshold
+        ]
+
+    def similarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Any = None,
+        **kwargs: Any,  # noqa: A002
+    ) -> list[tuple[Document, float]]:
+        """Return (document, cosine similarity) pairs for a query, best first."""
+        if self._snapshot() is None:
+            return []
+        vector = embed_query(self.embedder, query)
+        return self.similarity_search_with_score_by_vector(vector, k, filter, **kwargs)
+
+    def similarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Any = None,
+        **kwargs: Any,  # noqa: A002
+    ) -> list[Document]:
+        """Return the k documents most similar to a query."""
+        return [d for d, _s in self.similarity_search_with_score(query, k, filter, **kwargs)]
+
+    def similarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: Any = None,
+        **kwargs: Any,  # noqa: A002
+    ) -> list[Document]:
+        """Return the k documents most similar to a vector."""
+        pairs = self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
+        return [d for d, _s in pairs]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        # cosine similarity in [-1, 1] -> relevance in [0, 1]
+        return lambda score: (1.0 + score) / 2.0
+
+
+def _allowed(
+    snap: Snapshot,
+    rows: dict[str, tuple[str, str, dict]],
+    filter: Any,  # noqa: A002
+    source: str | Sequence[str] | None,
+) -> list[int] | None:
+    if filter is None and source is None:
+        return None
+    match = metadata_matcher(filter) if filter is not None else (lambda _m: True)
+    prefixes = None if source is None else ((source,) if isinstance(source, str) else tuple(source))
+    allowed = []
+    for i, (_seg, row) in enumerate(snap.index.rows()):
+        src, _text, meta = rows[row.id]
+        if prefixes is not None and not src.startswith(prefixes):
+            continue
+        if match(hit_document(row.id, src, "", meta).metadata):
+            allowed.append(i)
+    return allowed
+
+
+__all__ = [
+    "EmbeddingsEmbedder",
+    "KbgitEmbeddings",
+    "KbgitVectorStore",
+    "as_embedder",
+    "embed_query",
+    "hit_document",
+]
