@@ -149,3 +149,151 @@ batch_size = {batch_size}
 # Author and committer of ingest commits.
 author = "{author}"
 """
+
+
+# -- serving (kbgit serve / kbgit standby) ------------------------------------------------
+#: loopback only unless the operator chooses otherwise
+DEFAULT_BIND = "127.0.0.1:8000"
+#: seconds between sync attempts (standby: fetch the hub; primary: look at HEAD)
+DEFAULT_SYNC_INTERVAL = 5.0
+#: cap of the exponential backoff after failed or refused syncs
+DEFAULT_BACKOFF_MAX = 60.0
+#: largest request body accepted, in bytes
+DEFAULT_MAX_BODY = 64 * 1024
+#: longest query text accepted, in characters
+DEFAULT_MAX_QUERY_CHARS = 4000
+#: largest k a client may ask for
+MAX_K = 100
+#: waitress worker threads (each query pins torch and faiss to one thread)
+DEFAULT_THREADS = 8
+#: name of the store when a server hosts only one (the short paths /query, /health)
+DEFAULT_STORE_NAME = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreSpec:
+    """One store hosted by a server: a primary's working store, or a standby's replica."""
+
+    name: str
+    #: working store (primary) or replica clone (standby)
+    path: str
+    #: hub to follow; empty for a primary, which serves its own HEAD
+    hub: str = ""
+    branch: str = DEFAULT_BRANCH
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ConfigError(f"store name {self.name!r}: use letters, digits, '-', '_', '.'")
+        if not self.path:
+            raise ConfigError(f"store {self.name!r} has no path")
+
+    @property
+    def role(self) -> str:
+        """Return 'standby' when the store follows a hub, else 'primary'."""
+        return "standby" if self.hub else "primary"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """Settings of one ``kbgit serve`` / ``kbgit standby`` process.
+
+    >>> cfg = ServeConfig(stores=(StoreSpec("default", "./kb"),))
+    >>> cfg.host, cfg.port
+    ('127.0.0.1', 8000)
+    """
+
+    bind: str = DEFAULT_BIND
+    #: bearer token for /admin/*; empty disables the admin endpoints (401)
+    token: str = ""
+    interval: float = DEFAULT_SYNC_INTERVAL
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    max_body: int = DEFAULT_MAX_BODY
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
+    threads: int = DEFAULT_THREADS
+    stores: tuple[StoreSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        _ = self.host, self.port  # validates bind
+        if self.interval <= 0 or self.backoff_max < self.interval:
+            raise ConfigError("interval must be > 0 and backoff_max >= interval")
+        if self.max_body < 256 or self.max_query_chars < 1 or self.threads < 1:
+            raise ConfigError("max_body must be >= 256, max_query_chars and threads >= 1")
+        names = [s.name for s in self.stores]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"duplicate store names: {names}")
+
+    @property
+    def host(self) -> str:
+        """Return the host part of ``bind``."""
+        return self._split()[0]
+
+    @property
+    def port(self) -> int:
+        """Return the port part of ``bind``."""
+        return self._split()[1]
+
+    def _split(self) -> tuple[str, int]:
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"bind must look like HOST:PORT, got {self.bind!r}")
+        return host.strip("[]"), int(port)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ServeConfig:
+        """Read ``[serve]`` from a TOML file, then ``KBGIT_*`` env, then overrides; validate."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read {path}: {exc}") from exc
+            data = dict(doc.get("serve", {}))
+        env = os.environ if env is None else env
+        for field in dataclasses.fields(cls):
+            key = f"KBGIT_{field.name.upper()}"
+            if field.name != "stores" and key in env:
+                data[field.name] = env[key]
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._from_mapping(data)
+
+    @classmethod
+    def _from_mapping(cls, data: Mapping[str, Any]) -> ServeConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) in [serve]: {', '.join(unknown)}",
+                hint=f"known settings: {', '.join(sorted(known))}",
+            )
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key == "stores":
+                values[key] = _store_specs(raw)
+                continue
+            want = {"float": float, "int": int}.get(str(known[key].type), str)
+            try:
+                values[key] = want(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"setting {key}: expected {want.__name__}, got {raw!r}") from exc
+        return cls(**values)
+
+
+def _store_specs(raw: Any) -> tuple[StoreSpec, ...]:
+    if isinstance(raw, tuple | list) and all(isinstance(s, StoreSpec) for s in raw):
+        return tuple(raw)
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[serve.stores] must be a table of [serve.stores.<name>] tables")
+    specs = []
+    for name, table in raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[serve.stores.{name}] must be a table")
+        unknown = sorted(set(table) - {"path", "hub", "branch"})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in [serve.stores.{name}]: {', '.join(unknown)}")
+        specs.append(StoreSpec(name=str(name), **{k: str(v) for k, v in table.items()}))
+    return tuple(specs)

@@ -1,3 +1,141 @@
-"""Commands registered on `kbgit` (filled in by the issue that owns them)."""
+"""Serving commands: serve, standby, hooks install, hook (run by the hub's shims)."""
 
 from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import DEFAULT_STORE_NAME, ServeConfig, StoreSpec
+from ..errors import ConfigError
+from ..gitrepo import GitRepo
+from . import main
+
+_OPTIONS = [
+    click.option("--bind", help="HOST:PORT to listen on [default: 127.0.0.1:8000]."),
+    click.option("--token", help="Bearer token for /admin/* (or KBGIT_TOKEN)."),
+    click.option("--interval", type=float, help="Seconds between syncs [default: 5]."),
+    click.option("--threads", type=int, help="HTTP worker threads [default: 8]."),
+    click.option(
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="TOML file with a [serve] table (see docs/serving.md).",
+    ),
+    click.option("--name", default=DEFAULT_STORE_NAME, show_default=True, help="Store name."),
+]
+
+
+def _serve_options(fn):  # noqa: ANN001,ANN202 - a click decorator
+    for option in reversed(_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: stop like Ctrl-C (followers stop, sockets close)
+
+
+def _run(config_file: Path | None, spec: StoreSpec | None, **overrides: object) -> None:
+    """Load the config, then serve until SIGINT/SIGTERM."""
+    from server.run import Server  # Flask and waitress load only for these commands
+
+    extra = {"stores": (spec,)} if spec is not None else {}
+    config = ServeConfig.load(config_file, **overrides, **extra)
+    if not config.stores:
+        raise ConfigError("no store to serve", hint="name one, or add [serve.stores.<name>]")
+    server = Server(config)
+    signal.signal(signal.SIGTERM, _interrupt)
+    names = ", ".join(f"{s.name} ({s.role})" for s in config.stores)
+    click.echo(f"kbgit serving {names} on http://{config.bind}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("kbgit: stopped", err=True)
+
+
+@main.command()
+@click.argument("store", required=False, type=click.Path(file_okay=False, path_type=Path))
+@_serve_options
+def serve(store: Path | None, config_file: Path | None, name: str, **opts: object) -> None:
+    """Serve a store over HTTP; reload it after each ingest (it watches HEAD).
+
+    Without STORE, serves the stores of --config. Endpoints: /query, /health, /ready,
+    /metrics, /admin/sync, /admin/reload (and /kb/<name>/... for each store).
+
+    Example: kbgit serve ./kb --bind 127.0.0.1:8001
+    """
+    spec = StoreSpec(name, str(store)) if store is not None else None
+    _run(config_file, spec, **opts)
+
+
+@main.command()
+@click.argument("hub")
+@click.argument("replica", type=click.Path(file_okay=False, path_type=Path))
+@_serve_options
+@click.option("--branch", default="main", show_default=True, help="Hub branch to follow.")
+def standby(
+    hub: str, replica: Path, config_file: Path | None, name: str, branch: str, **opts: object
+) -> None:
+    """Follow HUB in REPLICA (cloned if absent) and serve it: verified, hot-swapped.
+
+    Fetches every --interval seconds or when woken by POST /admin/sync (the hub's
+    post-receive hook); fast-forwards only; refuses commits that fail verification.
+
+    Example: kbgit standby /srv/kb-hub.git ./replica --bind 127.0.0.1:8002 --interval 5
+    """
+    _run(config_file, StoreSpec(name, str(replica), hub=hub, branch=branch), **opts)
+
+
+@main.group()
+def hooks() -> None:
+    """Manage the hub's git hooks (verify pushes, notify standbys)."""
+
+
+@hooks.command("install")
+@click.argument("hub", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--notify", multiple=True, help="Standby base URL to wake after a push (repeat).")
+@click.option("--token", envvar="KBGIT_TOKEN", help="Bearer token of the standbys' /admin/sync.")
+@click.option("--python", default=sys.executable, show_default=True, help="Python running kbgit.")
+@click.option("--force", is_flag=True, help="Replace hooks not written by kbgit.")
+def hooks_install(
+    hub: Path, notify: tuple[str, ...], token: str | None, python: str, force: bool
+) -> None:
+    """Install pre-receive (verify) and post-receive (notify) hooks in a bare hub.
+
+    Example: kbgit hooks install /srv/kb-hub.git --notify http://127.0.0.1:8002
+    """
+    from .. import hooks as hub_hooks
+
+    paths = hub_hooks.install(hub, notify=notify, token=token, python=python, force=force)
+    for path in paths:
+        click.echo(f"installed {path}")
+    click.echo(f"standbys notified after each push: {', '.join(notify) or '(none)'}")
+
+
+@main.command("hook")
+@click.argument("name", type=click.Choice(["pre-receive", "post-receive"]))
+def hook(name: str) -> None:
+    """Run a hub hook (called by the shims `kbgit hooks install` writes; reads stdin).
+
+    Example (what git runs): python -m kbgit hook pre-receive < updates
+    """
+    import os
+
+    from .. import hooks as hub_hooks
+
+    updates = hub_hooks.parse_updates(sys.stdin.read())
+    repo = GitRepo(".")
+    if name == "pre-receive":
+        refusals = hub_hooks.pre_receive(repo, updates)
+        for line in refusals:
+            click.echo(f"kbgit: REFUSED {line}", err=True)
+        sys.exit(1 if refusals else 0)
+    try:
+        urls, token = hub_hooks.notify_targets(repo, os.environ)
+        for line in hub_hooks.post_receive(urls, token):
+            click.echo(f"kbgit: {line}", err=True)
+    except Exception as exc:  # noqa: BLE001 - post-receive must never fail a push
+        click.echo(f"kbgit: notify skipped: {exc}", err=True)

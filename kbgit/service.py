@@ -1,0 +1,323 @@
+"""Serving state: the verified snapshot a server answers from, and how it is swapped.
+
+A :class:`KnowledgeService` holds one store's current :class:`~kbgit.snapshot.Snapshot`
+and the embedder its ledger names, as a single immutable pair. A reload verifies and
+loads the new commit beside the old one, then replaces the pair with one reference
+assignment: a query reads the pair once, so every answer comes wholly from one commit,
+and the old snapshot is freed when its last in-flight query returns.
+
+>>> registry = ServiceRegistry()
+>>> svc = registry.add(KnowledgeService("default", "./kb", embedders=registry.embedders))
+>>> svc.reload()                                        # doctest: +SKIP
+>>> svc.query("how do I rotate keys", k=5).commit       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import MAX_K
+from .embeddings import Embedder, load_embedder
+from .errors import KbgitError, QueryError
+from .gitrepo import GitRepo
+from .snapshot import SegmentCache, Snapshot, load_snapshot
+from .store import QueryResult
+
+logger = logging.getLogger(__name__)
+
+#: refused commits remembered for /health (oldest dropped first)
+MAX_REFUSED = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A verified snapshot and the embedder for its model: swapped as one reference."""
+
+    snapshot: Snapshot
+    embedder: Embedder
+    loaded_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A commit that failed verification and is not served."""
+
+    commit: str
+    reason: str
+    at: float
+
+
+@dataclasses.dataclass
+class SyncState:
+    """What the follower last saw; written by the follower, read by /health and /metrics."""
+
+    role: str = "primary"
+    started_at: float = dataclasses.field(default_factory=time.time)
+    #: hub URL with any credentials stripped; empty for a primary
+    upstream: str = ""
+    last_attempt: float | None = None
+    last_success: float | None = None
+    #: "ok", "updated", "refused", "diverged", "error" or None before the first attempt
+    last_result: str | None = None
+    last_error: str | None = None
+    failures_in_row: int = 0
+    sync_failures: int = 0
+    upstream_head: str | None = None
+    lag_commits: int = 0
+    #: commit time of the oldest upstream commit not yet served (None when caught up)
+    behind_since: float | None = None
+    refused: list[Refusal] = dataclasses.field(default_factory=list)
+    refused_total: int = 0
+    diverged: bool = False
+
+
+class EmbedderPool:
+    """Embedders shared by every store of a process, one per model id, preloaded."""
+
+    def __init__(self, threads: int | None = 1) -> None:
+        self.threads = threads
+        self._embedders: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str) -> Embedder:
+        """Return the embedder for ``model_id``, loading its weights now if needed."""
+        with self._lock:
+            emb = self._embedders.get(model_id)
+            if emb is None:
+                emb = load_embedder(model_id, threads=self.threads)
+                self._embedders[model_id] = emb
+        load = getattr(emb, "load", None)
+        if callable(load):
+            load()  # hot, not warm: the weights are in memory before the swap
+            emb.embed(["warm up"])
+        return emb
+
+
+class KnowledgeService:
+    """One store as served: current snapshot, its embedder, reload and sync status."""
+
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        embedders: EmbedderPool | None = None,
+        role: str = "primary",
+        upstream: str = "",
+    ) -> None:
+        self.name = name
+        self.path = Path(path)
+        self.repo = GitRepo(self.path)
+        self.cache = SegmentCache()
+        self.embedders = embedders or EmbedderPool()
+        self.sync = SyncState(role=role, upstream=upstream)
+        self.reloads = 0
+        self.reload_seconds = 0.0
+        self.last_reload_seconds: float | None = None
+        self._current: Loaded | None = None
+        self._reload_lock = threading.Lock()
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def current(self) -> Loaded | None:
+        """Return the snapshot being served with its embedder, or None before the first load."""
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        """Tell whether queries can be answered (index and model in memory)."""
+        return self._current is not None
+
+    @property
+    def commit(self) -> str | None:
+        """Return the commit being served."""
+        cur = self._current
+        return cur.snapshot.commit if cur else None
+
+    # -- loading ----------------------------------------------------------------------
+    def prepare(self, rev: str) -> Loaded:
+        """Verify ``rev`` fully and load it with its embedder, without serving it yet."""
+        snap = load_snapshot(self.repo, rev, cache=self.cache)
+        embedder = self.embedders.get(snap.ledger.model_id)
+        return Loaded(snap, embedder, time.time())
+
+    def install(self, loaded: Loaded, started: float | None = None) -> None:
+        """Serve ``loaded`` from now on (one reference assignment), then free the old one."""
+        old = self._current
+        self._current = loaded
+        snap = loaded.snapshot
+        self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs))
+        if old is None or old.snapshot.commit != snap.commit:
+            took = time.monotonic() - started if started is not None else 0.0
+            self.reloads += 1
+            self.reload_seconds += took
+            self.last_reload_seconds = took
+            logger.info(
+                "%s: serving %s (%d vectors, %.3fs)",
+                self.name,
+                snap.commit[:12],
+                snap.vectors,
+                took,
+            )
+
+    def reload(self, rev: str = "HEAD") -> Snapshot:
+        """Verify and swap in ``rev``; on failure keep serving and raise the error."""
+        with self._reload_lock:
+            started = time.monotonic()
+            commit = self.repo.rev_parse(rev)
+            cur = self._current
+            if cur is not None and commit == cur.snapshot.commit:
+                return cur.snapshot
+            try:
+                loaded = self.prepare(rev)
+            except KbgitError:
+                self.forget_unused()
+                raise
+            self.install(loaded, started)
+            return loaded.snapshot
+
+    def forget_unused(self) -> None:
+        """Drop cached segments the served snapshot does not use (after a refused load)."""
+        cur = self._current
+        if cur is not None:
+            self.cache.retain(set(cur.snapshot.cache_keys), set(cur.snapshot.doc_blobs))
+
+    def refuse(self, commit: str, reason: str) -> None:
+        """Record that ``commit`` failed verification and is not served."""
+        st = self.sync
+        if not any(r.commit == commit for r in st.refused):
+            st.refused_total += 1
+            st.refused.append(Refusal(commit, reason, time.time()))
+            del st.refused[:-MAX_REFUSED]
+            logger.error("%s: refused commit %s: %s", self.name, commit[:12], reason)
+
+    # -- answering --------------------------------------------------------------------
+    def query(
+        self,
+        text: str,
+        k: int = 5,
+        *,
+        source: str | Sequence[str] | None = None,
+        score_threshold: float | None = None,
+    ) -> QueryResult:
+        """Answer from the current snapshot only (the whole answer names one commit)."""
+        cur = self._current
+        if cur is None:
+            raise NotReadyError(f"store {self.name!r} is not loaded yet", hint="retry shortly")
+        if not text or not text.strip():
+            raise QueryError("query text is empty")
+        if not 1 <= k <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+        vector = cur.embedder.embed([text])[0]
+        hits = cur.snapshot.search(vector, k, source=source, score_threshold=score_threshold)
+        return QueryResult(cur.snapshot.commit, hits)
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        """Return how stale the served data may be, in seconds (0 when caught up)."""
+        now = time.time() if now is None else now
+        st = self.sync
+        lag = 0.0
+        if st.behind_since is not None:
+            lag = max(0.0, now - st.behind_since)
+        if st.role == "standby" and st.failures_in_row and st.last_result == "error":
+            # hub unreachable: the data is at least as old as our last contact with it
+            lag = max(lag, now - (st.last_success or st.started_at))
+        return round(lag, 3)
+
+    def health(self) -> dict[str, Any]:
+        """Return the truth about this store for /health."""
+        cur, st = self._current, self.sync
+        snap = cur.snapshot if cur else None
+        return {
+            "store": self.name,
+            "role": st.role,
+            "ready": cur is not None,
+            "index": {
+                "loaded": snap is not None,
+                "vectors": snap.vectors if snap else 0,
+                "segments": len(snap.manifest.segments) if snap else 0,
+                "documents": len(snap.ledger.documents) if snap else 0,
+            },
+            "model": {
+                "id": snap.ledger.model_id if snap else None,
+                "ready": cur is not None,
+            },
+            "head": {
+                "commit": snap.commit if snap else None,
+                "time": _iso(snap.commit_time) if snap else None,
+                "loaded_at": _iso(cur.loaded_at) if cur else None,
+            },
+            "sync": {
+                "upstream": st.upstream or None,
+                "last_attempt": _iso(st.last_attempt),
+                "last_success": _iso(st.last_success),
+                "last_result": st.last_result,
+                "last_error": st.last_error,
+                "failures_in_row": st.failures_in_row,
+                "upstream_head": st.upstream_head,
+                "diverged": st.diverged,
+            },
+            "lag": {"seconds": self.lag_seconds(), "commits": st.lag_commits},
+            "refused": [
+                {"commit": r.commit, "reason": r.reason, "at": _iso(r.at)} for r in st.refused
+            ],
+            "refused_total": st.refused_total,
+            "reloads": self.reloads,
+        }
+
+
+class NotReadyError(KbgitError):
+    """The store has no verified snapshot loaded yet (the server answers 503)."""
+
+
+class ServiceRegistry:
+    """The named stores one server process hosts, sharing one embedder pool."""
+
+    def __init__(self, embedders: EmbedderPool | None = None) -> None:
+        self.embedders = embedders or EmbedderPool()
+        self._services: dict[str, KnowledgeService] = {}
+
+    def add(self, service: KnowledgeService) -> KnowledgeService:
+        """Register a service under its name."""
+        if service.name in self._services:
+            raise KbgitError(f"store {service.name!r} is already registered")
+        self._services[service.name] = service
+        return service
+
+    def get(self, name: str) -> KnowledgeService | None:
+        """Return the service called ``name``, or None."""
+        return self._services.get(name)
+
+    def names(self) -> list[str]:
+        """Return the store names, in registration order."""
+        return list(self._services)
+
+    def services(self) -> list[KnowledgeService]:
+        """Return every service, in registration order."""
+        return list(self._services.values())
+
+    @property
+    def single(self) -> KnowledgeService | None:
+        """Return the only service when exactly one is hosted (the short paths use it)."""
+        return next(iter(self._services.values())) if len(self._services) == 1 else None
+
+    @property
+    def ready(self) -> bool:
+        """Tell whether every hosted store can answer."""
+        return bool(self._services) and all(s.ready for s in self._services.values())
+
+    def each(self, fn: Callable[[KnowledgeService], Any]) -> dict[str, Any]:
+        """Apply fn to every service; return {name: result}."""
+        return {name: fn(svc) for name, svc in self._services.items()}
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,297 @@
+"""The follower: keeps a served store on the newest verified commit.
+
+A standby's follower fetches the hub into ``refs/remotes/hub/<branch>``, verifies the
+new commit completely (the checks of ``kbgit verify``), fast-forwards the local branch
+and working tree, and only then swaps the snapshot in. A commit that fails verification
+is refused and recorded; a diverged replica refuses to move and says so; it never
+resets silently. A primary's follower watches its own HEAD and reloads after an ingest.
+
+:meth:`Follower.sync_once` is the unit tests drive; :meth:`Follower.run` is a short loop
+around it with capped exponential backoff, woken early by :meth:`Follower.wake`.
+
+>>> follower = Follower(service, hub="/srv/kb-hub.git")     # doctest: +SKIP
+>>> follower.sync_once().status                             # doctest: +SKIP
+'updated'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from .config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
+from .errors import GitError, IntegrityError, KbgitError
+from .gitrepo import GitRepo
+from .service import KnowledgeService, Loaded
+
+logger = logging.getLogger(__name__)
+
+#: older first-parent ancestors tried when the hub's newest commit is refused
+MAX_FALLBACK = 5
+
+OK, UPDATED, REFUSED, DIVERGED, ERROR = "ok", "updated", "refused", "diverged", "error"
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncResult:
+    """The outcome of one sync attempt."""
+
+    #: ok (nothing new), updated, refused, diverged or error
+    status: str
+    #: the commit served after this attempt
+    commit: str | None
+    #: the newest upstream commit seen (hub branch, or the primary's HEAD)
+    upstream: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether the attempt succeeded (nothing new, or a new commit served)."""
+        return self.status in (OK, UPDATED)
+
+
+def absolute_hub(hub: str) -> str:
+    """Make a local hub path absolute (git resolves relative ones against the replica)."""
+    if hub and "://" not in hub and Path(hub).exists():
+        return str(Path(hub).resolve())
+    return hub
+
+
+def redact(url: str) -> str:
+    """Strip credentials from a URL before it is shown or logged."""
+    return re.sub(r"(://)[^/@]+@", r"\1", url)
+
+
+class Follower:
+    """Follows the hub (standby) or the local HEAD (primary) for one service."""
+
+    def __init__(
+        self,
+        service: KnowledgeService,
+        *,
+        hub: str = "",
+        branch: str = DEFAULT_BRANCH,
+        interval: float = DEFAULT_SYNC_INTERVAL,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+    ) -> None:
+        self.service = service
+        self.hub = absolute_hub(hub)
+        self.branch = branch
+        self.interval = interval
+        self.backoff_max = backoff_max
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        service.sync.role = "standby" if hub else "primary"
+        service.sync.upstream = redact(self.hub)
+
+    @property
+    def repo(self) -> GitRepo:
+        """Return the service's repository."""
+        return self.service.repo
+
+    # -- start-up ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Make the replica usable: create it if absent, re-clone it if corrupt, load HEAD."""
+        if self.hub:
+            self._ensure_replica()
+        head = self.repo.head() if (self.service.path / ".git").exists() else None
+        if head is None:
+            return
+        try:
+            self.service.reload(head)
+        except (IntegrityError, GitError) as exc:
+            if not self.hub:
+                self.service.refuse(head, str(exc))
+                raise
+            logger.error("%s: local clone is corrupt (%s): re-cloning", self.service.name, exc)
+            self._move_aside()
+            self._ensure_replica()
+
+    def _ensure_replica(self) -> None:
+        path = self.service.path
+        if (path / ".git").exists() and not self._local_ok():
+            logger.error("%s: %s is not a usable git repo: re-cloning", self.service.name, path)
+            self._move_aside()
+        if not (path / ".git").exists():
+            if path.exists() and any(path.iterdir()):
+                raise KbgitError(
+                    f"{path} exists, is not empty and is not a replica",
+                    hint="choose an empty or missing directory for the standby",
+                )
+            GitRepo.init(path, self.branch)
+        self.repo.set_remote(HUB_REMOTE, self.hub)
+
+    def _local_ok(self) -> bool:
+        try:
+            self.repo.run("rev-parse", "--git-dir")
+            head = self.repo.head()
+            if head is not None:
+                self.repo.ls_tree(head)
+            return True
+        except GitError:
+            return False
+
+    def _move_aside(self) -> None:
+        path = self.service.path
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
+        if aside.exists():
+            shutil.rmtree(aside)
+        path.rename(aside)
+        logger.warning("%s: moved the corrupt replica to %s", self.service.name, aside)
+
+    # -- one attempt ------------------------------------------------------------------
+    def sync_once(self) -> SyncResult:
+        """Fetch, verify, fast-forward and swap once; never raise for a kbgit error."""
+        with self._lock:
+            started = time.monotonic()
+            st = self.service.sync
+            st.last_attempt = time.time()
+            try:
+                result = self._sync_standby(started) if self.hub else self._sync_primary(started)
+            except KbgitError as exc:
+                result = SyncResult(ERROR, self.service.commit, st.upstream_head, str(exc))
+            result = dataclasses.replace(result, seconds=round(time.monotonic() - started, 4))
+            self._record(result)
+            return result
+
+    def _record(self, result: SyncResult) -> None:
+        st = self.service.sync
+        previous = st.last_result
+        st.last_result = result.status
+        st.last_error = result.error
+        if result.ok:
+            st.last_success = time.time()
+            st.failures_in_row = 0
+        else:
+            st.failures_in_row += 1
+            st.sync_failures += 1
+            if previous != result.status or st.failures_in_row in (1, 10, 100, 1000):
+                logger.warning("%s: sync %s: %s", self.service.name, result.status, result.error)
+
+    def _sync_primary(self, started: float) -> SyncResult:
+        head = self.repo.head()
+        self.service.sync.upstream_head = head
+        if head is None or head == self.service.commit:
+            return SyncResult(OK, self.service.commit, head)
+        if any(r.commit == head for r in self.service.sync.refused):
+            return SyncResult(REFUSED, self.service.commit, head, "HEAD failed verification")
+        return self._apply(head, started, move=False)
+
+    def _sync_standby(self, started: float) -> SyncResult:
+        st = self.service.sync
+        try:
+            upstream = self.repo.fetch(HUB_REMOTE, self.branch)
+        except GitError as exc:
+            if not self._local_ok():
+                self._move_aside()
+                self._ensure_replica()
+            return SyncResult(ERROR, self.service.commit, st.upstream_head, f"fetch: {exc.stderr}")
+        st.upstream_head = upstream
+        head = self.repo.head()
+        self._measure_lag(upstream)
+        if upstream is None:
+            return SyncResult(OK, self.service.commit, None)
+        st.diverged = head is not None and not self.repo.is_ancestor(head, upstream)
+        if st.diverged:
+            msg = (
+                f"replica at {head[:12]} is not an ancestor of the hub's {upstream[:12]}: "
+                "refusing to reset; re-clone the standby or investigate the hub"
+            )
+            return SyncResult(DIVERGED, self.service.commit, upstream, msg)
+        if head == upstream:
+            if self.service.commit != head:
+                return self._apply(head, started, move=False)
+            return SyncResult(OK, head, upstream)
+        return self._advance(head, upstream, started)
+
+    def _advance(self, head: str | None, upstream: str, started: float) -> SyncResult:
+        """Move to the newest verified commit between head (exclusive) and upstream."""
+        spec = f"{head}..{upstream}" if head else upstream
+        out = self.repo.run("rev-list", "--first-parent", f"--max-count={MAX_FALLBACK + 1}", spec)
+        first: SyncResult | None = None
+        result = SyncResult(OK, self.service.commit, upstream)
+        for candidate in out.split():
+            result = self._apply(candidate, started, move=True)
+            if result.status != REFUSED:
+                break
+            first = first or result
+        # the newest commit decides the status; an older good one may still be served
+        result = first or result
+        return dataclasses.replace(result, commit=self.service.commit, upstream=upstream)
+
+    def _apply(self, commit: str, started: float, *, move: bool) -> SyncResult:
+        """Verify ``commit``, fast-forward to it if ``move``, then swap it in."""
+        svc = self.service
+        known = next((r for r in svc.sync.refused if r.commit == commit), None)
+        if known is not None:
+            return SyncResult(REFUSED, svc.commit, commit, known.reason)
+        try:
+            loaded: Loaded = svc.prepare(commit)
+        except IntegrityError as exc:
+            svc.refuse(commit, str(exc))
+            svc.forget_unused()
+            return SyncResult(REFUSED, svc.commit, commit, str(exc))
+        if move:
+            self.repo.run("merge", "--ff-only", "--quiet", commit)
+        svc.install(loaded, started)
+        self._measure_lag(self.service.sync.upstream_head if self.hub else commit)
+        return SyncResult(UPDATED, commit, commit)
+
+    def _measure_lag(self, upstream: str | None) -> None:
+        st, served = self.service.sync, self.service.commit
+        if upstream is None or upstream == served:
+            st.lag_commits, st.behind_since = 0, None
+            return
+        spec = f"{served}..{upstream}" if served else upstream
+        times = self.repo.run("log", "--format=%ct", spec).split()
+        st.lag_commits = len(times)
+        st.behind_since = float(times[-1]) if times else None
+
+    # -- the loop ---------------------------------------------------------------------
+    def next_delay(self, result: SyncResult) -> float:
+        """Return seconds until the next attempt: the interval, or capped backoff."""
+        if result.ok:
+            return self.interval
+        failures = max(1, self.service.sync.failures_in_row)
+        return min(self.backoff_max, self.interval * 2 ** min(failures - 1, 16))
+
+    def wake(self) -> None:
+        """Run the next attempt now (the post-receive hook calls /admin/sync)."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Sync until ``stop`` (or :meth:`stop`) is set; each attempt is one sync_once."""
+        stop = stop or self._stop
+        while not stop.is_set() and not self._stop.is_set():
+            try:
+                result = self.sync_once()
+            except Exception:  # noqa: BLE001 - the daemon must outlive a bug in one attempt
+                logger.exception("%s: sync attempt crashed", self.service.name)
+                result = SyncResult(ERROR, self.service.commit, error="internal error")
+            self._wake.wait(self.next_delay(result))
+            self._wake.clear()
+
+    def start(self) -> threading.Thread:
+        """Run the loop in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run, name=f"kbgit-sync-{self.service.name}", daemon=True
+        )
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop and wait for the current attempt to finish."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

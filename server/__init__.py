@@ -1,0 +1,94 @@
+"""The kbgit query server: a Flask app factory over named knowledge services.
+
+Run it with waitress (``kbgit serve`` / ``kbgit standby`` do): one process with worker
+threads, so every thread shares the one in-memory snapshot per store and a swap is a
+single reference assignment. A pre-fork server (gunicorn workers) would hold a copy of
+every index per worker and swap them at different moments.
+
+>>> app = create_app(services, config=ServeConfig(token="s3cret"))     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from kbgit.config import ServeConfig
+from kbgit.errors import KbgitError, QueryError
+from kbgit.service import NotReadyError, ServiceRegistry
+from kbgit.sync import Follower
+
+from .api import bp
+from .metrics import AppMetrics
+from .state import ApiError, AppState
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AppState", "create_app"]
+
+
+def create_app(
+    services: ServiceRegistry,
+    config: ServeConfig | None = None,
+    followers: dict[str, Follower] | None = None,
+) -> Flask:
+    """Create the app serving ``services``; followers (if any) are woken by /admin/sync."""
+    config = config or ServeConfig()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    state = AppState(services, config, AppMetrics(services), dict(followers or {}))
+    app.extensions["kbgit"] = state
+    app.register_blueprint(bp)
+    _register_errors(app, state)
+    return app
+
+
+def _error(status: int, message: str, **extra: object) -> tuple[Response, int]:
+    return jsonify(error=message, **extra), status
+
+
+def _register_errors(app: Flask, state: AppState) -> None:
+    @app.after_request
+    def count(resp: Response) -> Response:
+        from flask import request
+
+        endpoint = (request.url_rule.endpoint if request.url_rule else "unknown").split(".")[-1]
+        state.metrics.requests.labels(endpoint, str(resp.status_code)).inc()
+        return resp
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> tuple[Response, int]:
+        resp, status = jsonify(exc.to_json()), exc.status
+        if status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="kbgit admin"'
+        return resp, status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
+        return _error(400, f"request body larger than {state.config.max_body} bytes")
+
+    @app.errorhandler(QueryError)
+    def query_error(exc: QueryError) -> tuple[Response, int]:
+        return _error(400, str(exc))
+
+    @app.errorhandler(NotReadyError)
+    def not_ready(exc: NotReadyError) -> tuple[Response, int]:
+        return _error(503, str(exc), hint=exc.hint)
+
+    @app.errorhandler(KbgitError)
+    def kbgit_error(exc: KbgitError) -> tuple[Response, int]:
+        logger.error("request failed: %s", exc)
+        return _error(500, str(exc), hint=exc.hint)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 500
+        return _error(code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> tuple[Response, int]:
+        logger.exception("unhandled error")
+        return _error(500, "internal error (logged on the server)")
