@@ -42,10 +42,13 @@ def answers(kb: KnowledgeStore, rev: str = "HEAD") -> list[list[tuple[str, float
 def history(store: KnowledgeStore, docs: Path) -> tuple[KnowledgeStore, list[str], Path]:
     """A store with three ingests: initial, edit + add, delete. Returns (store, commits, docs)."""
     commits = [store.ingest(docs).commit]
-    write_docs(docs, {
-        "keys.md": "# Keys\n\nRotate keys monthly now. Use the vault for API keys.\n",
-        "faq/dns.md": "DNS changes take an hour to propagate. Lower the TTL first.\n",
-    })
+    write_docs(
+        docs,
+        {
+            "keys.md": "# Keys\n\nRotate keys monthly now. Use the vault for API keys.\n",
+            "faq/dns.md": "DNS changes take an hour to propagate. Lower the TTL first.\n",
+        },
+    )
     commits.append(store.ingest(docs).commit)
     (docs / "backup.txt").unlink()
     commits.append(store.ingest(docs).commit)
@@ -102,8 +105,10 @@ def test_show_reports_documents_vectors_model_chunking(history) -> None:
     assert sorted(view.documents) == ["backup.txt", "guide/oncall.txt", "guide/vpn.md", "keys.md"]
     assert view.model_id == "fake:64" and view.dim == 64
     assert view.chunking == FAKE_CONFIG.chunking
-    assert view.vectors == kb.verify(commits[0]).vectors == sum(
-        d["chunks"] for d in view.documents.values()
+    assert (
+        view.vectors
+        == kb.verify(commits[0]).vectors
+        == sum(d["chunks"] for d in view.documents.values())
     )
     assert [s["name"] for s in view.segments] == ["g000001"]
 
@@ -120,7 +125,9 @@ def test_rollback_is_a_forward_commit_that_a_standby_follows(history, hub, tmp_p
     assert git(kb.root, "rev-parse", "HEAD~1") == commits[2]  # forward, not a reset
     assert (res.change.added, res.change.removed) == (["backup.txt"], ["faq/dns.md"])
     assert kb.repo.read_file(head, LEDGER_PATH) == kb.repo.read_file(commits[0], LEDGER_PATH)
-    old, new = (Manifest.from_bytes(kb.repo.read_file(c, MANIFEST_PATH)) for c in (commits[0], head))
+    old, new = (
+        Manifest.from_bytes(kb.repo.read_file(c, MANIFEST_PATH)) for c in commits[0:1] + [head]
+    )
     assert new.generation == 3 and new.segments == old.segments
     assert answers(kb) == expected
     assert standby.pull() == head
