@@ -1,0 +1,187 @@
+"""One writer at a time, the hub's history is never overwritten, kill -9 is recoverable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kbgit import HubMovedError, KnowledgeStore, LockedError
+from kbgit.gitrepo import GitRepo
+
+from .conftest import FAKE_CONFIG, write_docs
+
+KBGIT = [sys.executable, "-m", "kbgit"]
+
+
+def run_kbgit(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBGIT, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def many_docs(root: Path, n: int, tag: str = "") -> Path:
+    return write_docs(
+        root,
+        {
+            f"d{i:04d}.md": f"# Document {i} {tag}\n\n"
+            + " ".join(f"word{(i * 7 + j) % 997} topic{i % 13}" for j in range(400))
+            for i in range(n)
+        },
+    )
+
+
+def test_second_writer_fails_fast_with_no_wait(store: KnowledgeStore, docs: Path) -> None:
+    with store.lock():
+        proc = run_kbgit("ingest", str(store.root), str(docs), "--no-wait")
+        assert proc.returncode == 1
+        assert "locked by another writer" in proc.stderr and "Traceback" not in proc.stderr
+        with pytest.raises(LockedError):
+            KnowledgeStore(store.root).ingest(docs, wait=False)
+    assert store.repo.head() is None
+
+
+def test_second_writer_waits_then_completes(store: KnowledgeStore, docs: Path) -> None:
+    lock = store.lock()
+    proc = subprocess.Popen(
+        [*KBGIT, "ingest", str(store.root), str(docs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None, "the second ingest should be waiting for the lock"
+        assert store.repo.head() is None
+    finally:
+        lock.release()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "waiting for another ingest" in err
+    assert store.repo.head() is not None and store.verify()
+
+
+def test_two_concurrent_ingests_serialize(store: KnowledgeStore, tmp_path: Path) -> None:
+    a = many_docs(tmp_path / "a", 30, "alpha")
+    b = write_docs(tmp_path / "b", {"only.md": "a single different document"})
+    procs = [
+        subprocess.Popen(
+            [*KBGIT, "ingest", str(store.root), str(src)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for src in (a, b)
+    ]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert store.repo.count_commits("HEAD") == 2
+    snap = store.verify()
+    # the later ingest mirrors its own folder (cleanup=full), so one of the two states won
+    assert set(snap.ledger.documents) in ({"only.md"}, {f"d{i:04d}.md" for i in range(30)})
+    assert GitRepo(store.config.hub).rev_parse("refs/heads/main") == store.repo.head()
+
+
+def test_hub_moved_refuses_and_loses_nothing(
+    tmp_path: Path, store: KnowledgeStore, docs: Path, hub: Path
+) -> None:
+    store.ingest(docs)
+    other = KnowledgeStore.init(tmp_path / "other", hub=str(hub), config=FAKE_CONFIG)
+    (docs / "new.md").write_text("written by the other primary")
+    pushed = other.ingest(docs).commit
+    head_before = store.repo.head()
+    (docs / "mine.md").write_text("my own change")
+    with pytest.raises(HubMovedError) as info:
+        store.ingest(docs)
+    assert "kbgit pull" in (info.value.hint or "")
+    assert store.repo.head() == head_before
+    assert GitRepo(hub).rev_parse("refs/heads/main") == pushed
+    assert store.pull() == pushed
+    result = store.ingest(docs)
+    assert result.added == ["mine.md"] and result.pushed
+    assert GitRepo(hub).is_ancestor(pushed, result.commit)
+
+
+def test_diverged_store_cannot_push_over_the_hub(
+    tmp_path: Path, store: KnowledgeStore, docs: Path, hub: Path
+) -> None:
+    store.ingest(docs)
+    other = KnowledgeStore.init(tmp_path / "other", hub=str(hub), config=FAKE_CONFIG)
+    (docs / "x.md").write_text("local only commit")
+    local = store.ingest(docs, push=False).commit
+    (docs / "x.md").write_text("the other primary's commit")
+    theirs = other.ingest(docs).commit
+    with pytest.raises(HubMovedError, match="hub has commits"):
+        store.ingest(docs)
+    # even a forced plain-git push is refused by the hub
+    proc = subprocess.run(
+        ["git", "-C", str(store.root), "push", "--force", "hub", "HEAD:refs/heads/main"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert GitRepo(hub).rev_parse("refs/heads/main") == theirs
+    assert store.repo.head() == local
+
+
+def test_repair_after_a_half_written_tree(store: KnowledgeStore, docs: Path) -> None:
+    first = store.ingest(docs).commit
+    (store.root / "index" / "g000002.faiss").write_bytes(b"IxFI half written")
+    (store.root / "index" / ".kbgit-tmp-123-g000002.jsonl").write_bytes(b"{")
+    (store.root / "ledger.json").write_text("{ truncated")
+    (store.root / "docs" / "keys.md").unlink()
+    (store.root / ".git" / "index.lock").write_text("")
+    assert store.needs_repair()
+    assert store.status(fetch=False).dirty
+    (docs / "added.md").write_text("new after crash")
+    result = store.ingest(docs)  # repairs, then completes
+    assert result.added == ["added.md"] and result.skipped == 4
+    assert not store.needs_repair()
+    assert store.repo.is_ancestor(first, result.commit)
+    store.verify()
+
+
+def _ingest_and_kill(store: KnowledgeStore, src: Path, delay: float) -> int:
+    proc = subprocess.Popen(
+        [*KBGIT, "ingest", "--no-push", str(store.root), str(src)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    return proc.wait(timeout=30)
+
+
+def test_kill_9_at_several_points_then_repair(store: KnowledgeStore, tmp_path: Path) -> None:
+    src = many_docs(tmp_path / "src", 300)
+    base = store.ingest(write_docs(tmp_path / "seed", {"seed.md": "seed document"})).commit
+    t0 = time.monotonic()
+    probe = run_kbgit("ingest", "--no-push", str(store.root), str(src))
+    full = time.monotonic() - t0
+    assert probe.returncode == 0, probe.stderr
+    target = store.verify()
+    expected_docs = set(target.ledger.documents)
+    outcomes = []
+    for step in range(10):
+        # reset the store to the base commit and the hub untouched, then kill mid-ingest
+        store.repo.run("reset", "--quiet", "--hard", base)
+        delay = full * (0.3 + 0.075 * step)  # import, scan, embed, then the writes
+        code = _ingest_and_kill(store, src, delay)
+        dirty = store.needs_repair()
+        head = store.repo.head()
+        assert head == base or store.repo.is_ancestor(base, head)
+        outcomes.append((round(delay, 2), code, dirty, head != base))
+        # the next command repairs and completes
+        result = KnowledgeStore(store.root).ingest(src, push=False)
+        snap = store.verify()
+        assert set(snap.ledger.documents) == expected_docs, outcomes
+        assert result.commit is not None or head != base
+        assert not store.needs_repair()
+    killed = [o for o in outcomes if o[1] == -signal.SIGKILL]
+    assert killed, f"no run was killed mid-ingest: {outcomes}"
+    # at least one kill landed while the working tree or HEAD was being written
+    assert any(dirty or moved for _d, _c, dirty, moved in outcomes), outcomes
