@@ -132,7 +132,10 @@ class Follower:
     def _local_ok(self) -> bool:
         try:
             self.repo.run("rev-parse", "--git-dir")
+            named = self.repo.run_bytes("rev-parse", "--verify", "-q", "HEAD", check=False)
             head = self.repo.head()
+            if named.strip() and head is None:
+                return False  # the branch names a commit whose objects are gone
             if head is not None:
                 self.repo.ls_tree(head)
             return True

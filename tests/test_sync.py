@@ -1,0 +1,214 @@
+"""The follower, driven one sync_once() at a time against real hubs and clones."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kbgit import KnowledgeStore
+from kbgit.service import KnowledgeService, NotReadyError
+from kbgit.sync import DIVERGED, ERROR, OK, REFUSED, UPDATED, Follower
+
+from .conftest import write_docs
+from .serve_helpers import corrupt_commit, push_raw, restore_commit
+
+
+def _standby(tmp_path: Path, hub: Path, name: str = "replica", **kw) -> Follower:
+    svc = KnowledgeService("default", tmp_path / name)
+    follower = Follower(svc, hub=str(hub), interval=0.05, backoff_max=0.4, **kw)
+    follower.open()
+    return follower
+
+
+def _answer(follower: Follower, text: str) -> tuple[str, list[str]]:
+    res = follower.service.query(text, k=3)
+    return res.commit, [h.source for h in res.hits]
+
+
+def test_standby_clones_verifies_and_follows(tmp_path, hub, store: KnowledgeStore, docs) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    assert not follower.service.ready  # nothing served before the first verified commit
+    first = follower.sync_once()
+    assert first.status == UPDATED and first.commit == store.repo.head()
+    assert follower.repo.head() == store.repo.head()  # local branch fast-forwarded
+    assert (tmp_path / "replica" / "docs" / "keys.md").exists()  # and the working tree
+    assert follower.sync_once().status == OK
+
+    write_docs(docs, {"tides.md": "Spring tides follow the new and full moon."})
+    store.ingest(docs)
+    result = follower.sync_once()
+    assert result.status == UPDATED
+    commit, sources = _answer(follower, "spring tides moon")
+    assert commit == store.repo.head() and sources[0] == "tides.md"
+    assert follower.service.sync.lag_commits == 0 and follower.service.lag_seconds() == 0
+
+
+def test_empty_hub_is_not_an_error(tmp_path, hub) -> None:
+    follower = _standby(tmp_path, hub)
+    assert follower.sync_once().status == OK
+    with pytest.raises(NotReadyError):
+        follower.service.query("anything")
+
+
+def test_bad_commit_is_refused_and_a_later_good_one_served(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    good = store.ingest(docs).commit
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    bad = corrupt_commit(store)
+    push_raw(store)  # no hooks on this hub: the bad commit reaches it
+    result = follower.sync_once()
+    assert result.status == REFUSED and result.upstream == bad
+    assert "sha256 mismatch" in result.error
+    assert follower.service.commit == good and follower.repo.head() == good
+    assert _answer(follower, "rotate keys")[0] == good  # still serving
+    st = follower.service.sync
+    assert [r.commit for r in st.refused] == [bad] and st.refused_total == 1
+    assert st.lag_commits == 1
+    assert follower.sync_once().status == REFUSED and st.refused_total == 1  # not re-counted
+    assert follower.next_delay(result) > follower.interval  # backing off
+
+    fixed = restore_commit(store, good)
+    push_raw(store)
+    assert follower.sync_once().status == UPDATED
+    assert follower.service.commit == fixed and follower.repo.head() == fixed
+    assert follower.service.sync.lag_commits == 0
+
+
+def test_newest_good_ancestor_is_served_when_the_tip_is_bad(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    write_docs(docs, {"owls.md": "Owls hunt at night over the meadow."})
+    middle = store.ingest(docs).commit
+    bad = corrupt_commit(store)
+    push_raw(store)
+    result = follower.sync_once()
+    assert result.status == REFUSED and result.upstream == bad
+    assert follower.service.commit == middle  # advanced as far as verified commits go
+    assert _answer(follower, "owls night")[1][0] == "owls.md"
+
+
+def test_diverged_replica_refuses_to_move(tmp_path, hub, store: KnowledgeStore, docs) -> None:
+    good = store.ingest(docs).commit
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    local = follower.repo
+    local.run(
+        "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "--allow-empty", "-m", "x"
+    )
+    mine = local.head()
+    write_docs(docs, {"new.md": "A brand new page about lighthouses."})
+    store.ingest(docs)
+    result = follower.sync_once()
+    assert result.status == DIVERGED and "not an ancestor" in result.error
+    assert local.head() == mine  # never reset silently
+    assert follower.service.commit == good
+    assert follower.service.health()["sync"]["diverged"] is True
+
+
+def test_hub_outage_keeps_serving_and_reports_lag(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    good = store.ingest(docs).commit
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    hub.rename(hub.with_name("hub-away.git"))
+    time.sleep(0.3)
+    result = follower.sync_once()
+    assert result.status == ERROR and "fetch" in result.error
+    assert _answer(follower, "rotate keys")[0] == good
+    health = follower.service.health()
+    assert health["lag"]["seconds"] >= 0.3 and health["sync"]["last_result"] == ERROR
+    assert follower.service.sync.failures_in_row == 1
+    delays = []
+    for _ in range(5):
+        delays.append(follower.next_delay(follower.sync_once()))
+    assert delays == sorted(delays) and delays[-1] == follower.backoff_max  # capped backoff
+    hub.with_name("hub-away.git").rename(hub)
+    assert follower.sync_once().status == OK and follower.service.lag_seconds() == 0
+
+
+def test_restart_resumes_from_the_clone_without_the_hub(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    good = store.ingest(docs).commit
+    _standby(tmp_path, hub).sync_once()
+    shutil.rmtree(hub)
+    again = _standby(tmp_path, hub)  # a restarted process: loads HEAD before any fetch
+    assert again.service.ready and again.service.commit == good
+    assert again.sync_once().status == ERROR
+    assert _answer(again, "backups nightly")[0] == good
+
+
+@pytest.mark.parametrize("damage", ["objects-gone", "pack-bytes"])
+def test_corrupt_clone_is_moved_aside_and_recloned(
+    tmp_path, hub, store: KnowledgeStore, docs, damage: str
+) -> None:
+    good = store.ingest(docs).commit
+    _standby(tmp_path, hub).sync_once()
+    replica = tmp_path / "replica"
+    if damage == "objects-gone":
+        shutil.rmtree(replica / ".git" / "objects")
+        (replica / ".git" / "objects").mkdir()
+    else:  # bytes flipped inside the pack: git can no longer inflate some objects
+        follower = _standby(tmp_path, hub, name="replica")
+        follower.repo.run("repack", "-adq")
+        (pack,) = (replica / ".git" / "objects" / "pack").glob("*.pack")
+        data = bytearray(pack.read_bytes())
+        for i in range(64, len(data) - 64, 97):
+            data[i] ^= 0x5A
+        pack.chmod(0o644)
+        pack.write_bytes(bytes(data))
+    follower = _standby(tmp_path, hub)
+    assert list(tmp_path.glob("replica.corrupt-*")), "the damaged clone is kept for inspection"
+    assert follower.sync_once().status == UPDATED
+    assert follower.service.commit == good
+
+
+def test_primary_follower_reloads_after_ingest_and_refuses_a_bad_head(
+    store: KnowledgeStore, docs
+) -> None:
+    good = store.ingest(docs).commit
+    svc = KnowledgeService("default", store.root)
+    follower = Follower(svc, interval=0.05)
+    follower.open()
+    assert svc.commit == good and follower.sync_once().status == OK
+    write_docs(docs, {"kites.md": "Kites fly best in a steady sea breeze."})
+    new = store.ingest(docs).commit
+    assert follower.sync_once().status == UPDATED and svc.commit == new
+    bad = corrupt_commit(store)
+    result = follower.sync_once()
+    assert result.status == REFUSED and svc.commit == new
+    assert svc.sync.refused[0].commit == bad
+
+
+def test_run_loop_is_woken_early_and_stops(tmp_path, hub, store: KnowledgeStore, docs) -> None:
+    store.ingest(docs)
+    svc = KnowledgeService("default", tmp_path / "replica")
+    follower = Follower(svc, hub=str(hub), interval=30.0, backoff_max=30.0)
+    follower.open()
+    follower.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not svc.ready and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert svc.commit == store.repo.head()
+        write_docs(docs, {"moss.md": "Moss grows on the north side of old oaks."})
+        new = store.ingest(docs).commit
+        follower.wake()  # what /admin/sync does; the 30 s interval would be far too slow
+        deadline = time.monotonic() + 10
+        while svc.commit != new and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert svc.commit == new
+    finally:
+        follower.stop()
+    assert not any(t.name.startswith("kbgit-sync") for t in threading.enumerate())
