@@ -21,7 +21,7 @@ import numpy as np
 from .chunking import Chunk
 from .embeddings import Embedder
 from .errors import ConfigError, DocumentError
-from .ingest import LoadedDoc, Plan, build_ingest, embed_docs
+from .ingest import Build, LoadedDoc, Plan, ProgressFn, build_ingest, embed_docs
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .manifest import MANIFEST_PATH
 from .snapshot import sha256
@@ -113,7 +113,7 @@ def _plan(
     return plan, loaded, keep
 
 
-def _message(plan: Plan, live: int, generation: int, subject: str) -> str:
+def _message(plan: Plan, live: int, generation: int, subject: str, operation: str) -> str:
     return (
         f"{subject}: {len(plan.added)} added, {len(plan.updated)} updated, "
         f"{len(plan.unchanged)} unchanged, {len(plan.deleted)} deleted\n\n"
@@ -123,7 +123,25 @@ def _message(plan: Plan, live: int, generation: int, subject: str) -> str:
         f"Kbgit-Vectors-Added: {len(plan.added) + len(plan.updated)}\n"
         f"Kbgit-Vectors-Deleted: {len(plan.updated) + len(plan.deleted)}\n"
         f"Kbgit-Vectors: {live}\nKbgit-Generation: {generation}\n"
+        f"Kbgit-Operation: {operation}\n"
     )
+
+
+def _check_model(store: KnowledgeStore, ledger: Ledger | None, embedder: Embedder) -> None:
+    if ledger is not None and (ledger.model_id, ledger.dim) != (embedder.model_id, embedder.dim):
+        raise ConfigError(
+            f"{store.root} holds vectors of {ledger.model_id} ({ledger.dim}-d); "
+            f"this writer embeds with {embedder.model_id} ({embedder.dim}-d)",
+            hint="open the store with the embedding model it was built with",
+        )
+
+
+def _add_doc_files(build: Build, loaded: list[LoadedDoc], plan: Plan) -> None:
+    for doc in loaded:
+        build.writes[f"{DOCS_DIR}/{doc.path}"] = doc.data
+    build.deletes.extend(f"{DOCS_DIR}/{p}" for p in plan.deleted)
+    build.writes[LEDGER_PATH] = build.ledger.to_bytes()
+    build.writes[MANIFEST_PATH] = build.manifest.to_bytes()
 
 
 def commit_documents(
@@ -135,6 +153,8 @@ def commit_documents(
     vectors: np.ndarray | None = None,
     push: bool = True,
     subject: str = "kbgit langchain",
+    operation: str = "langchain",
+    progress: ProgressFn | None = None,
 ) -> WriteResult:
     """Upsert and delete LangChain documents in one commit (writer lock held), then push.
 
@@ -144,15 +164,7 @@ def commit_documents(
         store.repair()
         store._check_hub()
         head, ledger, manifest = store._head_state()
-        if ledger is not None and (ledger.model_id, ledger.dim) != (
-            embedder.model_id,
-            embedder.dim,
-        ):
-            raise ConfigError(
-                f"{store.root} holds vectors of {ledger.model_id} ({ledger.dim}-d); "
-                f"this writer embeds with {embedder.model_id} ({embedder.dim}-d)",
-                hint="open the store with the embedding model it was built with",
-            )
+        _check_model(store, ledger, embedder)
         chunking = ledger.chunking if ledger else store.config.chunking
         base = ledger or Ledger.empty(embedder.model_id, embedder.dim, chunking)
         plan, loaded, keep = _plan(base, upserts, deletes)
@@ -161,17 +173,15 @@ def commit_documents(
         if vectors is not None:
             vecs = normalize(vectors[keep]) if keep else np.zeros((0, embedder.dim), np.float32)
         else:
-            vecs = embed_docs(loaded, embedder, store.config.batch_size)
+            vecs = embed_docs(loaded, embedder, store.config.batch_size, progress)
         build = build_ingest(
             base, manifest, plan, loaded, vecs,
             model_id=embedder.model_id, dim=embedder.dim, chunking=chunking,
         )  # fmt: skip
-        for doc in loaded:
-            build.writes[f"{DOCS_DIR}/{doc.path}"] = doc.data
-        build.deletes.extend(f"{DOCS_DIR}/{p}" for p in plan.deleted)
-        build.writes[LEDGER_PATH] = build.ledger.to_bytes()
-        build.writes[MANIFEST_PATH] = build.manifest.to_bytes()
-        message = _message(plan, build.manifest.live_vectors, build.manifest.generation, subject)
+        _add_doc_files(build, loaded, plan)
+        message = _message(
+            plan, build.manifest.live_vectors, build.manifest.generation, subject, operation
+        )
         commit = store.write_commit(build.writes, build.deletes, message)
         logger.info("langchain write committed %s", commit[:12])
         pushed = store.push() if push else False
