@@ -198,8 +198,16 @@ def _load_segments(
             keys[seg.name],
             decode_segment(seg.name, faiss_raw, rows_raw, vectors=seg.vectors, dim=seg.dim),
         )
-    segments = [cache.get(keys[s.name]) for s in manifest.segments]
-    return [s for s in segments if s is not None], set(keys.values())
+    segments = []
+    for ref in manifest.segments:
+        seg = cache.get(keys[ref.name])
+        if seg is not None:
+            # equal bytes can come back under another name (a document deleted, re-added,
+            # then a rollback): the cache is keyed by content, the name is this commit's
+            if seg.name != ref.name:
+                seg = dataclasses.replace(seg, name=ref.name)
+            segments.append(seg)
+    return segments, set(keys.values())
 
 
 def _load_tombstones(

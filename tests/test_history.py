@@ -325,3 +325,23 @@ def test_rollback_warns_when_the_model_differs(tmp_path, hub, docs) -> None:
     res = rollback(kb2, first)
     assert res.warnings and "fake:64" in res.warnings[0]
     assert kb2.verify().ledger.model_id == "fake:64"
+
+
+def test_rollback_to_a_segment_whose_bytes_reappeared_under_another_name(
+    store: KnowledgeStore, docs: Path, tmp_path: Path
+) -> None:
+    """A document re-added after a delete gets a byte-identical segment under a new name."""
+    kb = store
+    kb.ingest(docs)
+    extra = write_docs(tmp_path / "extra", {"x.md": "Exactly one chunk about the xylophone.\n"})
+    kb.ingest(extra, keep_missing=True)
+    with_g2 = kb.repo.head()
+    (extra / "x.md").unlink()
+    kb.ingest(docs)  # drops x.md, and with it the whole segment g000002
+    write_docs(extra, {"x.md": "Exactly one chunk about the xylophone.\n"})
+    kb.ingest(extra, keep_missing=True)  # g000004: the same bytes as g000002
+    tree = kb.repo.ls_tree("HEAD")
+    assert tree["index/g000004.faiss"] == kb.repo.ls_tree(with_g2)["index/g000002.faiss"]
+    assert kb.query("xylophone", 1).hits[0].source == "x.md"  # caches g000004's blobs
+    rollback(kb, with_g2)
+    assert kb.query("xylophone", 1).hits[0].source == "x.md"  # same cache, name g000002
