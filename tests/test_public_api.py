@@ -1,0 +1,29 @@
+"""The public surface is declared in kbgit.__all__ and pinned here (httpx style)."""
+
+from __future__ import annotations
+
+import kbgit
+
+
+def test_all_names_exist_and_are_documented() -> None:
+    for name in kbgit.__all__:
+        obj = getattr(kbgit, name)
+        assert obj.__doc__ and obj.__doc__.strip(), f"kbgit.{name} needs a docstring"
+
+
+def test_every_error_derives_from_kbgit_error_and_has_a_hint_slot() -> None:
+    errors = [getattr(kbgit, n) for n in kbgit.__all__ if n.endswith("Error")]
+    assert len(errors) >= 8
+    for err in errors:
+        assert issubclass(err, kbgit.KbgitError)
+        assert err("x", hint="do y").hint == "do y"
+
+
+def test_library_does_not_import_cli_or_web_frameworks() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, kbgit, kbgit.store, kbgit.snapshot, kbgit.ingest; "
+            "print(','.join(m for m in ('click', 'flask') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
