@@ -125,7 +125,10 @@ def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
 
 def _verify_new(repo: GitRepo, up: RefUpdate, cache: SegmentCache) -> list[str]:
     """Verify every commit the update adds to the hub, newest first; stop at the first bad."""
-    commits = repo.run("rev-list", up.new, "--not", "--all").split()
+    try:
+        commits = repo.run("rev-list", up.new, "--not", "--all").split()
+    except GitError as exc:
+        return [f"{up.ref}: cannot read the pushed commit {up.new[:12]}: {exc.stderr}"]
     for commit in commits:
         try:
             load_snapshot(repo, commit, cache=cache)

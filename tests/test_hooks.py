@@ -1,0 +1,134 @@
+"""Hub hooks with real `git push`: verification in pre-receive, notification in post-receive."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kbgit import KnowledgeStore
+from kbgit import hooks as hub_hooks
+from kbgit.config import StoreSpec
+from kbgit.errors import ConfigError, GitError
+from kbgit.gitrepo import GitRepo
+
+from .conftest import REPO_ROOT, write_docs
+from .serve_helpers import TOKEN, corrupt_commit, start_server, wait_until
+
+
+def _push(store: KnowledgeStore, *extra: str) -> tuple[int, str]:
+    proc = store.repo._exec(["push", *extra, "hub", "HEAD:refs/heads/main"])
+    return proc.returncode, proc.stderr.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_shims_in_the_repo_match_what_install_writes(hub: Path) -> None:
+    for name in hub_hooks.HOOK_NAMES:
+        shipped = (REPO_ROOT / "hooks" / name).read_text()
+        assert shipped == hub_hooks.render_shim(name, "python3")
+    paths = hub_hooks.install(hub, notify=["http://127.0.0.1:1/"], token="t")
+    for path in paths:
+        text = path.read_text()
+        assert sys.executable in text and path.stat().st_mode & 0o111
+    repo = GitRepo(hub)
+    assert repo.run("config", "--get-all", "kbgit.notify") == "http://127.0.0.1:1"
+    assert repo.run("config", "kbgit.token") == "t"
+
+
+def test_install_refuses_foreign_hooks_and_non_hubs(hub: Path, store: KnowledgeStore) -> None:
+    (hub / "hooks" / "pre-receive").write_text("#!/bin/sh\nexit 0\n")
+    with pytest.raises(ConfigError, match="not written by kbgit"):
+        hub_hooks.install(hub)
+    assert hub_hooks.install(hub, force=True)
+    with pytest.raises(ConfigError, match="not a bare hub"):
+        hub_hooks.install(store.root)
+
+
+def test_pre_receive_accepts_good_pushes_and_refuses_corrupt_ones(
+    hub: Path, store: KnowledgeStore, docs: Path
+) -> None:
+    hub_hooks.install(hub)
+    good = store.ingest(docs)
+    assert good.pushed  # a good ingest passes the hook
+    corrupt_commit(store)
+    code, err = _push(store)
+    assert code != 0
+    assert "kbgit: REFUSED refs/heads/main: commit" in err and "fails verification" in err
+    assert "sha256 mismatch" in err
+    assert GitRepo(hub).rev_parse("main") == good.commit  # the hub did not move
+
+
+def test_pre_receive_refuses_non_fast_forward_and_deletion(
+    hub: Path, store: KnowledgeStore, docs: Path
+) -> None:
+    GitRepo(hub).run("config", "receive.denyNonFastForwards", "false")  # the hook must catch it
+    GitRepo(hub).run("config", "receive.denyDeletes", "false")
+    hub_hooks.install(hub)
+    store.ingest(docs)
+    write_docs(docs, {"more.md": "More words about gardening and soil."})
+    second = store.ingest(docs).commit
+    store.repo.run("reset", "-q", "--hard", "HEAD~1")
+    code, err = _push(store, "--force")
+    assert code != 0 and "non-fast-forward update refused" in err
+    assert GitRepo(hub).rev_parse("main") == second
+    proc = store.repo._exec(["push", "hub", ":refs/heads/main"])
+    assert proc.returncode != 0 and "deleting a branch" in proc.stderr.decode()
+
+
+def test_pre_receive_logic_reads_quarantined_objects_only_through_git(
+    hub: Path, store: KnowledgeStore, docs: Path
+) -> None:
+    """The hook logic itself, called on an update whose commit the hub does not have."""
+    commit = store.ingest(docs, push=False).commit
+    refusals = hub_hooks.pre_receive(
+        GitRepo(hub), [hub_hooks.RefUpdate(hub_hooks.ZERO, commit, "refs/heads/main")]
+    )
+    assert len(refusals) == 1 and commit[:12] in refusals[0]  # its objects are not there
+    with pytest.raises(GitError):
+        GitRepo(hub).ls_tree(commit)
+
+
+def test_post_receive_wakes_the_standby(
+    tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path
+) -> None:
+    store.ingest(docs)
+    srv = start_server(StoreSpec("default", str(tmp_path / "replica"), hub=str(hub)), interval=60)
+    try:
+        wait_until(lambda: srv.services.ready)
+        hub_hooks.install(hub, notify=[srv.url], token=TOKEN)
+        write_docs(docs, {"pelican.md": "Pelicans dive for fish along the harbour wall."})
+        started = time.monotonic()
+        result = store.ingest(docs)
+        assert result.pushed
+        # the sync interval is 60 s: only the hook's notification can explain a quick update
+        wait_until(lambda: srv.services.single.commit == result.commit, timeout=10)
+        assert time.monotonic() - started < 10
+    finally:
+        srv.stop()
+
+
+def test_post_receive_never_fails_or_blocks_a_push(
+    hub: Path, store: KnowledgeStore, docs: Path
+) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        hung = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        hub_hooks.install(hub, notify=[dead, hung], token="x")
+        store.ingest(docs, push=False)
+        started = time.monotonic()
+        code, err = _push(store)
+        took = time.monotonic() - started
+    assert code == 0, err
+    assert f"{dead}: cannot notify" in err
+    assert f"{hung}: cannot notify (timed out)" in err or f"{hung}: no answer" in err
+    assert took < hub_hooks.DEFAULT_NOTIFY_TIMEOUT + 5  # bounded, whatever the standbys do
