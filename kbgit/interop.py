@@ -26,6 +26,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from langchain_core.embeddings import Embeddings
 
 from .config import StoreConfig
 from .embeddings import Embedder, load_embedder
@@ -34,6 +35,7 @@ from .fsio import write_atomic
 from .gitrepo import GitRepo
 from .ingest import ProgressFn
 from .lcdocs import LcDoc, commit_documents
+from .snapshot import Snapshot
 from .store import KnowledgeStore
 
 logger = logging.getLogger(__name__)
@@ -288,19 +290,14 @@ def import_langchain(
     """
     folder, guessed = locate_folder(source)
     source_model = source_model or guessed or DEFAULT_SOURCE_MODEL
-    dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
-        raise ConfigError(f"{dest} exists and is not empty", hint="import into a new folder")
+    dest = _require_empty(dest, "import")
     _check_new_hub(hub or (config.hub if config else ""), config)
     data = read_folder(folder, trust_pickle=trust_pickle)
     kb = KnowledgeStore.init(dest, hub=hub, config=config, embedder=embedder)
     emb = kb.embedder
-    keep = (
-        data.vectors is not None
-        and data.dim == emb.dim
-        and same_model(source_model, emb, kb.config.model)
-    )
-    if not keep:
+    keep = data.vectors is not None and data.dim == emb.dim
+    if not (keep and same_model(source_model, emb, kb.config.model)):
+        keep = False
         logger.info("re-embedding %d documents with %s", len(data.docs), emb.model_id)
     result = commit_documents(
         kb,
@@ -312,18 +309,45 @@ def import_langchain(
         progress=progress,
     )
     return ImportResult(
-        str(dest),
-        result.commit,
-        len(data.docs),
-        keep,
-        source_model,
-        emb.model_id,
-        data.metric,
-        result.pushed,
-    )
+        str(dest), result.commit, len(data.docs), keep, source_model, emb.model_id,
+        data.metric, result.pushed,
+    )  # fmt: skip
 
 
 # -- export ----------------------------------------------------------------------------
+def _to_faiss(snap: Snapshot, metric: str) -> Any:
+    """Build langchain-community's FAISS object holding every live chunk of a snapshot."""
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+    from langchain_core.documents import Document
+
+    from .langchain import hit_document
+
+    rows = [row for _seg, row in snap.index.rows()]
+    docs = {
+        r.id: Document(
+            id=r.id,
+            page_content=r.text,
+            metadata=hit_document(r.id, snap.sources[r.id], r.text, r.meta).metadata,
+        )
+        for r in rows
+    }
+    dim = snap.ledger.dim
+    index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+    if rows:
+        index.add(snap.index.vectors())
+    return FAISS(
+        embedding_function=_NoEmbeddings(),
+        index=index,
+        docstore=InMemoryDocstore(docs),
+        index_to_docstore_id={i: r.id for i, r in enumerate(rows)},
+        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT
+        if metric == "ip"
+        else DistanceStrategy.EUCLIDEAN_DISTANCE,
+    )
+
+
 def export_langchain(
     store: KnowledgeStore, dest: str | os.PathLike[str], rev: str = "HEAD", *, metric: str = "ip"
 ) -> ExportResult:
@@ -333,69 +357,43 @@ def export_langchain(
     ``"l2"`` an L2 index (scores are squared distances, 2 - 2*cosine): the ranking is the
     same either way because kbgit's vectors are normalized.
     """
-    from langchain_community.docstore.in_memory import InMemoryDocstore
-    from langchain_community.vectorstores import FAISS
-    from langchain_community.vectorstores.utils import DistanceStrategy
-    from langchain_core.documents import Document
-
-    from .langchain import KbgitEmbeddings, hit_document
-
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
-        raise ConfigError(f"{dest} exists and is not empty", hint="export into a new folder")
+    dest = _require_empty(dest, "export")
     snap = store.snapshot(rev)
-    rows = [row for _seg, row in snap.index.rows()]
-    docs: dict[str, Document] = {}
-    for row in rows:
-        hit = hit_document(row.id, snap.sources[row.id], row.text, row.meta)
-        docs[row.id] = Document(id=row.id, page_content=row.text, metadata=hit.metadata)
-    index = (
-        faiss.IndexFlatIP(snap.ledger.dim) if metric == "ip" else faiss.IndexFlatL2(snap.ledger.dim)
-    )
-    if rows:
-        index.add(snap.index.vectors())
-    strategy = (
-        DistanceStrategy.MAX_INNER_PRODUCT
-        if metric == "ip"
-        else DistanceStrategy.EUCLIDEAN_DISTANCE
-    )
-    vs = FAISS(
-        embedding_function=KbgitEmbeddings(_Unloadable(snap.ledger.model_id, snap.ledger.dim)),
-        index=index,
-        docstore=InMemoryDocstore(docs),
-        index_to_docstore_id={i: row.id for i, row in enumerate(rows)},
-        distance_strategy=strategy,
-    )
+    vs = _to_faiss(snap, metric)
     vs.save_local(str(dest))
+    strategy = str(vs.distance_strategy.value)
     info = {
         "commit": snap.commit,
         "model_id": snap.ledger.model_id,
         "dim": snap.ledger.dim,
-        "documents": len(rows),
-        "distance_strategy": strategy.value,
-        "load_with": f"FAISS.load_local(path, embeddings, allow_dangerous_deserialization=True, "
-        f'distance_strategy="{strategy.value}")',
+        "documents": snap.vectors,
+        "distance_strategy": strategy,
+        "load_with": "FAISS.load_local(path, embeddings, allow_dangerous_deserialization=True, "
+        f'distance_strategy="{strategy}")',
     }
     write_atomic(dest / EXPORT_INFO, (json.dumps(info, indent=1, sort_keys=True) + "\n").encode())
-    return ExportResult(str(dest), snap.commit, len(rows), snap.ledger.model_id, strategy.value)
+    return ExportResult(str(dest), snap.commit, snap.vectors, snap.ledger.model_id, strategy)
 
 
-class _Unloadable:
-    """The exported store's embedder, as a name only: FAISS keeps it but save_local does not."""
+class _NoEmbeddings(Embeddings):
+    """Placeholder model of an export: save_local does not keep one, load_local takes yours."""
 
-    def __init__(self, model_id: str, dim: int) -> None:
-        self.model_id = model_id
-        self.dim = dim
-
-    def embed(self, texts: Any) -> np.ndarray:
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Refuse: an export never embeds."""
         raise ConfigError("an exported folder is loaded with your own embeddings")
 
-    def count_tokens(self, text: str) -> int:
-        """Count words."""
-        return len(text.split())
+    def embed_query(self, text: str) -> list[float]:
+        """Refuse: an export never embeds."""
+        raise ConfigError("an exported folder is loaded with your own embeddings")
+
+
+def _require_empty(path: str | os.PathLike[str], verb: str) -> Path:
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise ConfigError(f"{path} exists and is not empty", hint=f"{verb} into a new folder")
+    return path
 
 
 __all__ = [
