@@ -1,0 +1,268 @@
+"""Hub + primary + standby as real processes on 127.0.0.1 (kbgit serve / kbgit standby)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from kbgit import KnowledgeStore
+from kbgit import hooks as hub_hooks
+from kbgit.gitrepo import GitRepo
+
+from ..conftest import write_docs
+from ..serve_helpers import chunk_ids, corrupt_commit, wait_until
+
+pytestmark = pytest.mark.integration
+TOKEN = "integration-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A kbgit server process; its log goes to a file; killed at teardown."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {**os.environ, "KBGIT_TOKEN": TOKEN, "OMP_WAIT_POLICY": "PASSIVE"}
+        with open(log, "wb") as fh:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kbgit",
+                    "--log-level",
+                    "info",
+                    *args,
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                return requests.get(self.url + "/ready", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(ready, timeout=timeout, step=0.1)
+
+    def health(self) -> dict:
+        return requests.get(self.url + "/health", timeout=5).json()
+
+    def query(self, text: str, k: int = 5) -> requests.Response:
+        return requests.post(self.url + "/query", json={"query": text, "k": k}, timeout=10)
+
+    def sync(self, wait: bool = True) -> requests.Response:
+        return requests.post(
+            self.url + "/admin/sync" + ("?wait=1" if wait else ""),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def topology(tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path, procs):
+    """Primary store with documents, hub with kbgit hooks, standby and primary servers."""
+    store.ingest(docs)
+    standby = Proc(
+        ["standby", str(hub), str(tmp_path / "replica"), "--interval", "30"],
+        tmp_path / "standby.log",
+    )
+    primary = Proc(["serve", str(store.root), "--interval", "1"], tmp_path / "primary.log")
+    procs.extend([standby, primary])
+    standby.wait_ready()
+    primary.wait_ready()
+    hub_hooks.install(hub, notify=[standby.url], token=TOKEN)
+    return standby, primary, store, docs, hub
+
+
+def test_new_document_becomes_answerable_on_the_standby(topology) -> None:
+    standby, primary, store, docs, _hub = topology
+    write_docs(docs, {"glacier.md": "Glaciers carve U-shaped valleys over millennia."})
+    commit = store.ingest(docs).commit
+    # interval is 30 s: the post-receive hook is what wakes the standby
+    wait_until(lambda: standby.health()["head"]["commit"] == commit, timeout=10)
+    body = standby.query("glaciers valleys", k=1).json()
+    assert body["commit"] == commit and body["hits"][0]["source"] == "glacier.md"
+    wait_until(lambda: primary.health()["head"]["commit"] == commit, timeout=10)
+    assert primary.query("glaciers valleys", k=1).json()["hits"][0]["source"] == "glacier.md"
+
+
+def test_reload_under_concurrent_load_is_atomic(topology) -> None:
+    standby, _primary, store, docs, hub = topology
+    stop = threading.Event()
+    responses: list[tuple[int, dict | None]] = []
+
+    def client() -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + 90
+        for _ in range(5000):  # bounded in count and time; runs until the ingests are done
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                r = session.post(
+                    standby.url + "/query", json={"query": "version page", "k": 5}, timeout=10
+                )
+                responses.append((r.status_code, r.json()))
+            except requests.RequestException as exc:
+                responses.append((0, {"error": repr(exc)}))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    commits = []
+    try:
+        for n in range(5):  # each ingest replaces the page: new chunk ids every commit
+            write_docs(docs, {"version.md": f"Version page number {n}: {f'word{n} ' * 30}"})
+            commits.append(store.ingest(docs).commit)
+            wait_until(lambda c=commits[-1]: standby.health()["head"]["commit"] == c, timeout=10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert responses and all(code == 200 for code, _ in responses), [
+        r for r in responses if r[0] != 200
+    ][:3]
+    seen: dict[str, dict[str, str]] = {}
+    for _code, body in responses:
+        ids = seen.setdefault(body["commit"], chunk_ids(hub, body["commit"]))
+        for hit in body["hits"]:
+            assert ids.get(hit["chunk_id"]) == hit["source"], (body["commit"], hit)
+    assert len(seen) >= 3  # the load really spanned several swaps
+
+
+def test_corrupt_commit_forced_into_the_hub_is_refused(topology, tmp_path: Path) -> None:
+    standby, _primary, store, _docs, hub = topology
+    good = store.repo.head()
+    bad = corrupt_commit(store)
+    # bypass the hooks: the hub fetches the commit itself (receive hooks do not run)
+    GitRepo(hub).run("fetch", "-q", str(store.root), "main:main")
+    assert GitRepo(hub).rev_parse("main") == bad
+    result = standby.sync().json()["results"]["default"]
+    assert result["status"] == "refused" and "sha256 mismatch" in result["error"]
+    health = standby.health()
+    assert health["status"] == "ok" and health["head"]["commit"] == good
+    assert health["refused"][0]["commit"] == bad and health["lag"]["commits"] == 1
+    assert standby.query("rotate keys").json()["commit"] == good
+    metrics = requests.get(standby.url + "/metrics", timeout=5).text
+    assert 'kbgit_refused_commits_total{store="default"} 1.0' in metrics
+
+
+def test_hub_outage_keeps_serving_and_reports_lag(topology, tmp_path: Path) -> None:
+    standby, _primary, store, _docs, hub = topology
+    away = hub.with_name("hub-away.git")
+    hub.rename(away)
+    try:
+        time.sleep(1.0)
+        result = standby.sync().json()["results"]["default"]
+        assert result["status"] == "error"
+        health = standby.health()
+        assert health["status"] == "ok" and health["sync"]["last_result"] == "error"
+        assert health["lag"]["seconds"] >= 1.0
+        assert standby.query("backups").status_code == 200
+        assert (
+            'kbgit_sync_failures_total{store="default"} 1.0'
+            in requests.get(standby.url + "/metrics", timeout=5).text
+        )
+    finally:
+        away.rename(hub)
+    assert standby.sync().json()["results"]["default"]["status"] == "ok"
+    assert standby.health()["lag"]["seconds"] == 0
+
+
+def test_restart_resumes_from_the_clone_while_the_hub_is_down(
+    tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path, procs
+) -> None:
+    commit = store.ingest(docs).commit
+    first = Proc(["standby", str(hub), str(tmp_path / "replica")], tmp_path / "a.log")
+    procs.append(first)
+    first.wait_ready()
+    assert first.stop() == 0  # SIGTERM: clean exit
+    hub.rename(hub.with_name("gone.git"))
+    second = Proc(["standby", str(hub), str(tmp_path / "replica")], tmp_path / "b.log")
+    procs.append(second)
+    second.wait_ready()
+    assert second.query("rotate keys").json()["commit"] == commit
+
+
+def _children(pid: int) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    count += 1
+            except (OSError, IndexError, ValueError):
+                continue
+    return count
+
+
+def _footprint(pid: int) -> tuple[int, int, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+    return rss_kb, len(os.listdir(f"/proc/{pid}/fd")), _children(pid)
+
+
+def test_no_growth_over_1000_sync_cycles(topology) -> None:
+    standby, _primary, store, docs, _hub = topology
+    pid = standby.proc.pid
+    for n in range(100):  # warm up: allocator, caches, a couple of reloads
+        if n % 50 == 0:
+            write_docs(docs, {"warm.md": f"warm up page {n}"})
+            store.ingest(docs)
+        assert standby.sync().status_code == 200
+    before = _footprint(pid)
+    deadline = time.monotonic() + 240
+    for n in range(1000):
+        if n % 200 == 0:
+            write_docs(docs, {"cycle.md": f"cycle page {n} about cycling"})
+            store.ingest(docs)
+        assert standby.sync().json()["results"]["default"]["status"] in ("ok", "updated")
+        assert time.monotonic() < deadline, f"only {n} cycles in 240 s"
+    after = _footprint(pid)
+    assert after[2] == 0, "git child processes left behind"
+    assert after[1] <= before[1] + 2, f"open fds grew: {before[1]} -> {after[1]}"
+    assert after[0] - before[0] < 30_000, f"RSS grew {before[0]} -> {after[0]} kB"
+    print(
+        f"1000 cycles: RSS {before[0]} -> {after[0]} kB, fds {before[1]} -> {after[1]}, "
+        f"children {after[2]}"
+    )
