@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, GitError, IntegrityError, QueryError
+from .fsio import write_atomic
 from .gitrepo import GitRepo
 from .history import LedgerDiff, check_rev, diff_ledgers, read_state, resolve
 from .manifest import MANIFEST_PATH
@@ -51,6 +52,16 @@ def verified_target(store: KnowledgeStore, rev: str, action: str, cache: Segment
         ) from exc
 
 
+def _verify_or_undo(store: KnowledgeStore, commit: str, parent: str, cache: SegmentCache) -> str:
+    try:
+        load_snapshot(store.repo, commit, cache=cache)
+    except IntegrityError:
+        store.repo.run("reset", "--quiet", "--hard", parent)
+        logger.error("commit %s failed verification and was undone", commit[:12])
+        raise
+    return commit
+
+
 def commit_checked(
     store: KnowledgeStore,
     writes: dict[str, bytes],
@@ -60,15 +71,31 @@ def commit_checked(
     deletes: tuple[str, ...] | list[str] = (),
 ) -> str:
     """Commit the working tree plus ``writes``; verify the commit, or undo it and raise."""
-    parent = store.repo.head()
-    commit = store.write_commit(writes, deletes, message)
-    try:
-        load_snapshot(store.repo, commit, cache=cache)
-    except IntegrityError:
-        store.repo.run("reset", "--quiet", "--hard", parent or "HEAD")
-        logger.error("commit %s failed verification and was undone", commit[:12])
-        raise
-    return commit
+    parent = store.repo.head() or "HEAD"
+    return _verify_or_undo(store, store.write_commit(writes, deletes, message), parent, cache)
+
+
+def commit_with_source(
+    store: KnowledgeStore, manifest: bytes, message: str, source: str, cache: SegmentCache
+) -> str:
+    """Commit the working tree plus ``manifest`` with parents HEAD and ``source``, verified.
+
+    The second parent costs nothing to standbys (HEAD is the first parent, so it is a
+    fast-forward) and lets git's push and fetch skip every object ``source`` has: without
+    it git sends again each blob of REV that HEAD's tree lacks (its ledger, documents
+    changed since), because it only compares trees of the commits it walks through.
+    """
+    head = store.repo.head()
+    assert head is not None
+    write_atomic(store.root / MANIFEST_PATH, manifest)
+    store.repo.run("add", "--", MANIFEST_PATH)
+    tree = store.repo.run("write-tree")
+    commit = store.repo.run(
+        *_author_env(store), "commit-tree", tree, "-p", head, "-p", source, "-F", "-",
+        input=message.encode(),
+    )  # fmt: skip
+    store.repo.run("update-ref", "-m", "kbgit rollback", "HEAD", commit, head)
+    return _verify_or_undo(store, commit, head, cache)
 
 
 def _author_env(store: KnowledgeStore) -> list[str]:
@@ -144,6 +171,18 @@ def _same_store(repo: GitRepo, head: str, target: str) -> bool:
     )
 
 
+def _warnings(store: KnowledgeStore, rev: str, snap: Snapshot, head_model: str) -> list[str]:
+    out = []
+    if snap.ledger.model_id != head_model:
+        out.append(
+            f"{rev} was embedded with {snap.ledger.model_id}, HEAD with {head_model}: "
+            "queries load the model each commit names"
+        )
+    if not store.repo.is_ancestor(snap.commit, "HEAD"):
+        out.append(f"{rev} is not in the history of HEAD")
+    return out
+
+
 def rollback(
     store: KnowledgeStore,
     rev: str,
@@ -151,8 +190,13 @@ def rollback(
     dry_run: bool = False,
     push: bool = True,
     wait: bool = True,
+    linear: bool = False,
 ) -> RollbackResult:
-    """Commit REV's store as a new forward commit on HEAD, verified, and push it."""
+    """Commit REV's store as a new forward commit on HEAD, verified, and push it.
+
+    The commit's first parent is HEAD; its second parent is REV (when REV is in HEAD's
+    history and ``linear`` is false), so the push sends nothing REV already has.
+    """
     with store.lock(wait=wait):
         store.repair()
         store._check_hub()
@@ -163,14 +207,7 @@ def rollback(
         snap = verified_target(store, rev, "roll back to", cache)
         change = diff_ledgers(head_ledger, snap.ledger)
         generation = max(head_manifest.generation, snap.manifest.generation)
-        warnings = []
-        if snap.ledger.model_id != head_ledger.model_id:
-            warnings.append(
-                f"{rev} was embedded with {snap.ledger.model_id}, HEAD with "
-                f"{head_ledger.model_id}: queries load the model each commit names"
-            )
-        if not store.repo.is_ancestor(snap.commit, head):
-            warnings.append(f"{rev} is not in the history of HEAD")
+        warnings = _warnings(store, rev, snap, head_ledger.model_id)
         result = RollbackResult(
             None, snap.commit, rev, change, snap.manifest.live_vectors, generation, False, False,
             warnings,
@@ -179,10 +216,13 @@ def rollback(
             return result
         if dry_run:
             return dataclasses.replace(result, dry_run=True)
-        manifest = dataclasses.replace(snap.manifest, generation=generation)
-        store.repo.run("read-tree", "--reset", "-u", snap.commit)
+        manifest = dataclasses.replace(snap.manifest, generation=generation).to_bytes()
         message = _rollback_message(rev, snap, change, generation)
-        commit = commit_checked(store, {MANIFEST_PATH: manifest.to_bytes()}, message, cache)
+        store.repo.run("read-tree", "--reset", "-u", snap.commit)
+        if linear or not store.repo.is_ancestor(snap.commit, head):
+            commit = commit_checked(store, {MANIFEST_PATH: manifest}, message, cache)
+        else:
+            commit = commit_with_source(store, manifest, message, snap.commit, cache)
         logger.info("rolled back to %s as %s", snap.commit[:12], commit[:12])
         pushed = store.push() if push else False
         return dataclasses.replace(result, commit=commit, pushed=pushed)

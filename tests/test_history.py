@@ -123,6 +123,7 @@ def test_rollback_is_a_forward_commit_that_a_standby_follows(history, hub, tmp_p
     head = kb.repo.head()
     assert res.commit == head and res.pushed and res.target == commits[0]
     assert git(kb.root, "rev-parse", "HEAD~1") == commits[2]  # forward, not a reset
+    assert git(kb.root, "rev-parse", "HEAD^2") == commits[0]  # where the tree came from
     assert (res.change.added, res.change.removed) == (["backup.txt"], ["faq/dns.md"])
     assert kb.repo.read_file(head, LEDGER_PATH) == kb.repo.read_file(commits[0], LEDGER_PATH)
     old, new = (
@@ -171,6 +172,28 @@ def test_rollback_adds_no_index_or_document_blob_to_the_hub(history, hub) -> Non
     manifest_blob = kb.repo.run("rev-parse", f"{res.commit}:{MANIFEST_PATH}")
     assert blobs == [manifest_blob]  # every other blob of commits[0] is already there
     assert sorted(added.values()).count("commit") == 1
+    # what a push or a standby's fetch transfers: no blob but the manifest
+    sent = GitRepo(hub).run("rev-list", "--objects", res.commit, "--not", commits[2])
+    assert sorted(line.split(" ", 1)[1] for line in sent.splitlines() if " " in line) == [
+        "",  # the root tree
+        MANIFEST_PATH,
+    ]
+
+
+def test_linear_rollback_and_rollback_to_a_side_commit_have_one_parent(history) -> None:
+    kb, commits, _ = history
+    res = rollback(kb, commits[0], linear=True)
+    assert git(kb.root, "log", "-1", "--format=%P") == commits[2]
+    assert kb.verify().ledger == kb.verify(commits[0]).ledger and res.pushed
+    git(kb.root, "checkout", "-q", "-b", "side", commits[1])
+    git(kb.root, "revert", "--no-edit", "HEAD")  # a valid store, outside main's history
+    side = kb.repo.head()
+    git(kb.root, "checkout", "-q", "main")
+    res = rollback(kb, "side")
+    assert res.warnings == ["side is not in the history of HEAD"]
+    parents = git(kb.root, "log", "-1", "--format=%P").split()
+    assert len(parents) == 1 and side not in parents  # the side branch stays off main
+    assert kb.verify().ledger == kb.verify(side).ledger
 
 
 def test_ingest_after_rollback_never_reuses_a_segment_name(history) -> None:

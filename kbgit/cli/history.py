@@ -117,8 +117,11 @@ def show(store: Path, rev: str, verify: bool, documents: bool, as_json: bool) ->
 @click.argument("rev")
 @click.option("--dry-run", is_flag=True, help="Show what would change; commit nothing.")
 @click.option("--no-push", is_flag=True, help="Commit locally; push with the next write.")
+@click.option("--linear", is_flag=True, help="One parent only (do not record REV as parent 2).")
 @JSON
-def rollback(store: Path, rev: str, dry_run: bool, no_push: bool, as_json: bool) -> None:
+def rollback(
+    store: Path, rev: str, dry_run: bool, no_push: bool, linear: bool, as_json: bool
+) -> None:
     """Restore the store of REV (commit or tag) as a new forward commit, and push it.
 
     REV is verified first; standbys fast-forward to the new commit. Rolling back a
@@ -126,7 +129,9 @@ def rollback(store: Path, rev: str, dry_run: bool, no_push: bool, as_json: bool)
 
     Example: kbgit rollback ./kb v1 --dry-run
     """
-    res = rollback_mod.rollback(KnowledgeStore(store), rev, dry_run=dry_run, push=not no_push)
+    res = rollback_mod.rollback(
+        KnowledgeStore(store), rev, dry_run=dry_run, push=not no_push, linear=linear
+    )
     if as_json:
         emit_json(dataclasses.asdict(res))
         return
