@@ -11,7 +11,8 @@ and a standby cloned from the hub that has loaded HEAD. Then, side by side in on
 * standby reload after each rollback: fetch + verify + fast-forward (``pull``) and the
   snapshot load with the standby's warm segment cache, vs a cold load of the same commit;
 * hub growth from a rollback: bytes stored and bytes a push transfers, vs the ledger's
-  size, and whether any index file blob is new to the hub (goal: none).
+  size, and whether any index file blob is new to the hub (goal: none); and the same
+  for ``--linear`` rollbacks (one parent), which make git resend REV's blobs.
 
 Run:  python bench/bench_rollback.py            (~50k vectors, ~3-4 min)
       python bench/bench_rollback.py --quick    (~5k vectors, ~30 s)
@@ -109,12 +110,12 @@ def build(base: Path, docs: int, chunks_per_doc: int, commits: int) -> tuple:
     return rng, hub, kb, src, standby, step
 
 
-def measure_rollback(kb, standby, hub, target: str) -> dict:  # noqa: ANN001
+def measure_rollback(kb, standby, hub, target: str, linear: bool = False) -> dict:  # noqa: ANN001
     """Roll back to ``target``, then let the standby follow; return the figures."""
     old_head = kb.repo.head()
     before = hub_object_ids(hub)
     size_before = objects_size(hub)
-    t_rb, res = timed(lambda: rollback(kb, target))
+    t_rb, res = timed(lambda: rollback(kb, target, linear=linear))
     added = {k: v for k, v in hub_object_ids(hub).items() if k not in before}
     tree = kb.repo.ls_tree(res.commit)
     row = {
@@ -150,6 +151,10 @@ def one_round(kb, standby, hub, src, rng, commits, new_docs, per_doc, n) -> dict
     again = measure_rollback(kb, standby, hub, kb.repo.rev_parse("HEAD~1"))
     row.update(back)
     row.update({f"undo_{k}": v for k, v in again.items()})
+    # the same pair with one parent only (kbgit rollback --linear), for comparison
+    back = measure_rollback(kb, standby, hub, kb.repo.rev_parse(f"HEAD~{commits + 2}"), True)
+    row.update({f"linear_{k}": v for k, v in back.items()})
+    measure_rollback(kb, standby, hub, kb.repo.rev_parse("HEAD~1"), True)
     return row
 
 
@@ -205,6 +210,12 @@ def report(rows: list[dict]) -> None:
         f"{int(med['new_objects'])} ({med['new_object_bytes'] / 1e3:.1f} kB), push pack "
         f"{med['push_pack_bytes'] / 1e6:.2f} MB; ledger {med['ledger_bytes'] / 1e6:.2f} MB "
         f"-> stored/ledger = {med['hub_stored_bytes'] / med['ledger_bytes']:.3f}"
+    )
+    print(
+        f"  same rollback with --linear (one parent): {med['linear_rollback_s']:.2f} s, hub "
+        f"stored {med['linear_hub_stored_bytes'] / 1e3:.1f} kB, push pack "
+        f"{med['linear_push_pack_bytes'] / 1e6:.2f} MB; "
+        f"standby pull {med['linear_standby_pull_s']:.2f} s"
     )
     new_index = max(r[k] for r in rows for k in ("index_blobs_new", "undo_index_blobs_new"))
     print(

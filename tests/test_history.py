@@ -368,3 +368,14 @@ def test_rollback_to_a_segment_whose_bytes_reappeared_under_another_name(
     assert kb.query("xylophone", 1).hits[0].source == "x.md"  # caches g000004's blobs
     rollback(kb, with_g2)
     assert kb.query("xylophone", 1).hits[0].source == "x.md"  # same cache, name g000002
+
+
+def test_plain_git_revert_of_a_range_including_a_kbgit_rollback(history) -> None:
+    kb, commits, docs = history
+    rollback(kb, commits[0])  # a two-parent commit in the range
+    write_docs(docs, {"late.md": "A late addition about quotas and audits.\n"})
+    kb.ingest(docs)
+    git(kb.root, "revert", "--no-edit", "-m", "1", f"{commits[1]}..HEAD")
+    snap = kb.verify()
+    assert snap.ledger == kb.verify(commits[1]).ledger
+    assert answers(kb) == answers(kb, commits[1])
