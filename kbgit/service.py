@@ -14,6 +14,7 @@ and the old snapshot is freed when its last in-flight query returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -26,6 +27,7 @@ from .config import MAX_K
 from .embeddings import Embedder, load_embedder
 from .errors import KbgitError, QueryError
 from .gitrepo import GitRepo
+from .manifest import MANIFEST_PATH, Manifest
 from .snapshot import SegmentCache, Snapshot, load_snapshot
 from .store import QueryResult
 
@@ -85,6 +87,15 @@ class EmbedderPool:
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
 
+    def has(self, model_id: str) -> bool:
+        """Tell whether the embedder for ``model_id`` was created already."""
+        return model_id in self._embedders
+
+    def warm(self, model_id: str) -> None:
+        """Load ``model_id`` in the background; errors surface on the next :meth:`get`."""
+        with contextlib.suppress(KbgitError):
+            self.get(model_id)
+
     def get(self, model_id: str) -> Embedder:
         """Return the embedder for ``model_id``, loading its weights now if needed."""
         with self._lock:
@@ -141,11 +152,30 @@ class KnowledgeService:
         return cur.snapshot.commit if cur else None
 
     # -- loading ----------------------------------------------------------------------
-    def prepare(self, rev: str) -> Loaded:
-        """Verify ``rev`` fully and load it with its embedder, without serving it yet."""
+    def prepare(self, rev: str, *, verified: Callable[[], None] | None = None) -> Loaded:
+        """Verify ``rev`` fully and load it with its embedder, without serving it yet.
+
+        ``verified`` runs once the commit has passed verification, while the model may
+        still be loading (the follower fast-forwards the replica there).
+        """
+        self._warm_model(rev)
         snap = load_snapshot(self.repo, rev, cache=self.cache)
+        if verified is not None:
+            verified()
         embedder = self.embedders.get(snap.ledger.model_id)
         return Loaded(snap, embedder, time.time())
+
+    def _warm_model(self, rev: str) -> None:
+        """Start loading the model the commit names while its index is verified."""
+        raw = self.repo.read_file(rev, MANIFEST_PATH)
+        try:
+            model_id = Manifest.from_bytes(raw).model_id if raw else None
+        except KbgitError:
+            return  # verification will report it
+        if model_id and not self.embedders.has(model_id):
+            threading.Thread(
+                target=self.embedders.warm, args=(model_id,), name="kbgit-model", daemon=True
+            ).start()
 
     def install(self, loaded: Loaded, started: float | None = None) -> None:
         """Serve ``loaded`` from now on (one reference assignment), then free the old one."""

@@ -236,14 +236,16 @@ class Follower:
         known = next((r for r in svc.sync.refused if r.commit == commit), None)
         if known is not None:
             return SyncResult(REFUSED, svc.commit, commit, known.reason)
+
+        def fast_forward() -> None:  # only after verification, before the swap
+            self.repo.run("merge", "--ff-only", "--quiet", commit)
+
         try:
-            loaded: Loaded = svc.prepare(commit)
+            loaded: Loaded = svc.prepare(commit, verified=fast_forward if move else None)
         except IntegrityError as exc:
             svc.refuse(commit, str(exc))
             svc.forget_unused()
             return SyncResult(REFUSED, svc.commit, commit, str(exc))
-        if move:
-            self.repo.run("merge", "--ff-only", "--quiet", commit)
         svc.install(loaded, started)
         self._measure_lag(self.service.sync.upstream_head if self.hub else commit)
         return SyncResult(UPDATED, commit, commit)
