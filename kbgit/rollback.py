@@ -15,6 +15,7 @@ import datetime
 import logging
 from typing import TYPE_CHECKING
 
+from .config import HUB_REMOTE
 from .errors import ConfigError, GitError, IntegrityError, QueryError
 from .fsio import write_atomic
 from .gitrepo import GitRepo
@@ -34,7 +35,7 @@ MESSAGE_PATHS = 200
 def fetch_tags(store: KnowledgeStore) -> None:
     """Fetch the hub's tags (plain fetches use --no-tags)."""
     if store.config.hub:
-        store.repo.run("fetch", "--quiet", "hub", "refs/tags/*:refs/tags/*")
+        store.repo.run("fetch", "--quiet", HUB_REMOTE, "refs/tags/*:refs/tags/*")
 
 
 def verified_target(store: KnowledgeStore, rev: str, action: str, cache: SegmentCache) -> Snapshot:
@@ -254,7 +255,8 @@ def tag(
     with store.lock():
         if store.repo.rev_parse(f"refs/tags/{name}") is not None:
             raise ConfigError(f"tag {name} already exists", hint="choose another name")
-        if store.config.hub and store.repo.run("ls-remote", "--tags", "hub", f"refs/tags/{name}"):
+        ref = f"refs/tags/{name}"
+        if store.config.hub and store.repo.run("ls-remote", "--tags", HUB_REMOTE, ref):
             raise ConfigError(f"the hub already has a tag {name}", hint="choose another name")
         snap = verified_target(store, rev, "tag", SegmentCache())
         text = message or (
@@ -264,7 +266,7 @@ def tag(
         pushed = False
         if push and store.config.hub:
             try:
-                store.repo.run("push", "--quiet", "hub", f"refs/tags/{name}")
+                store.repo.run("push", "--quiet", HUB_REMOTE, f"refs/tags/{name}")
             except GitError as exc:
                 raise GitError(
                     f"tag {name} created locally but the hub refused it: {exc.stderr}",
