@@ -147,7 +147,8 @@ class KbgitVectorStore(VectorStore):
         self._embedding = embedding
         self.embedder = as_embedder(embedding, model_id) if embedding else self.store.embedder
         self.push = push
-        self._cache: tuple[str, Snapshot, dict[str, tuple[str, str, dict]]] | None = None
+        #: (ref stamp, HEAD, snapshot, {chunk id: (source, text, meta)}) of the last read
+        self._cache: tuple[tuple, str, Snapshot, dict[str, tuple[str, str, dict]]] | None = None
 
     @classmethod
     def open(
@@ -235,16 +236,37 @@ class KbgitVectorStore(VectorStore):
         return True
 
     # -- reading ----------------------------------------------------------------------
+    def _ref_stamp(self) -> tuple:
+        """Identify the state of HEAD's ref files: git replaces them (new inode) on update."""
+        git = self.store.root / ".git"
+        stamp = []
+        for path in (
+            git / "HEAD",
+            git / "refs/heads" / self.store.config.branch,
+            git / "packed-refs",
+        ):
+            try:
+                st = path.stat()
+                stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamp.append(None)
+        return tuple(stamp)
+
     def _snapshot(self) -> tuple[Snapshot, dict[str, tuple[str, str, dict]]] | None:
+        stamp = self._ref_stamp()
+        cached = self._cache
+        if cached is not None and cached[0] == stamp:  # HEAD unchanged: no git process
+            return cached[2], cached[3]
         head = self.store.repo.head()
         if head is None:
             return None
-        cached = self._cache
-        if cached is None or cached[0] != head:
+        if cached is None or cached[1] != head:
             snap = self.store.snapshot(head)
             rows = {r.id: (snap.sources[r.id], r.text, r.meta) for _s, r in snap.index.rows()}
-            cached = self._cache = (head, snap, rows)
-        return cached[1], cached[2]
+        else:
+            snap, rows = cached[2], cached[3]
+        self._cache = (stamp, head, snap, rows)
+        return snap, rows
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Return the documents with these ids, in order; missing ids are skipped."""

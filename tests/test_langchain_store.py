@@ -207,3 +207,13 @@ def test_metadata_matcher_operators() -> None:
     for bad in ({"$xor": []}, {"a": {"$in": 3}}, {"$and": {"a": 1}}):
         with pytest.raises(QueryError):
             metadata_matcher(bad)
+
+
+def test_reads_see_writes_made_by_other_writers(vs: KbgitVectorStore) -> None:
+    assert vs.get_by_ids(["late"]) == []  # snapshot now cached
+    other = KbgitVectorStore(KnowledgeStore(vs.store.root))
+    for n in range(3):  # back-to-back commits: each one must invalidate the cache
+        other.add_texts([f"late arrival number {n}"], ids=["late"])
+        assert vs.get_by_ids(["late"])[0].page_content == f"late arrival number {n}"
+    vs.store.repo.run("reset", "--quiet", "--hard", "HEAD~3")  # even a plain-git rewind
+    assert vs.get_by_ids(["late"]) == []
