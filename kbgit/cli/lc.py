@@ -32,7 +32,12 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as
 )
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model of the new store.")
 @click.option("--hub", "hub_url", default="", help="New (empty) hub the import is pushed to.")
-@click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True)
+@click.option(
+    "--chunk-size",
+    default=DEFAULT_CHUNK_SIZE,
+    show_default=True,
+    help="For later folder ingests (imported documents keep their chunks).",
+)
 @click.option("--chunk-overlap", default=DEFAULT_CHUNK_OVERLAP, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a tty).")
 @JSON
@@ -55,7 +60,9 @@ def import_lc(
     with --trust-pickle, through a loader that admits only LangChain docstore classes.
     The store's history starts at the import; it holds no pickle.
 
-    Example: kbgit import-langchain ~/chatchat/knowledge_base/ops ./kb --trust-pickle
+    \b
+    Example:
+      kbgit import-langchain ~/chatchat/knowledge_base/ops ./kb --trust-pickle
     """
     cfg = StoreConfig(model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, hub=hub_url)
     bars = _Bars(sys.stderr.isatty() if progress is None else progress)
