@@ -24,99 +24,17 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from .embeddings import Embedder
 from .errors import ConfigError, DocumentError
 from .lcdocs import LC_DIR, LcDoc, commit_documents, json_metadata, normalize
+from .lcembeddings import EmbeddingsEmbedder, KbgitEmbeddings, as_embedder, embed_query
 from .metadata_filter import metadata_matcher
 from .snapshot import Snapshot
 from .store import KnowledgeStore
 
 logger = logging.getLogger(__name__)
-
-
-class EmbeddingsEmbedder:
-    """A LangChain ``Embeddings`` seen as a kbgit ``Embedder`` (vectors L2-normalized).
-
-    >>> from langchain_core.embeddings import DeterministicFakeEmbedding
-    >>> EmbeddingsEmbedder(DeterministicFakeEmbedding(size=6)).model_id
-    'langchain:DeterministicFakeEmbedding'
-    """
-
-    def __init__(
-        self, embeddings: Embeddings, *, model_id: str | None = None, dim: int | None = None
-    ) -> None:
-        self.embeddings = embeddings
-        self.model_id = model_id or _lc_model_id(embeddings)
-        self._dim = dim
-
-    @property
-    def dim(self) -> int:
-        """Return the vector dimension (probed once with a query if not given)."""
-        if self._dim is None:
-            self._dim = len(self.embeddings.embed_query("dimension probe"))
-        return self._dim
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed documents and normalize them so inner product is cosine."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return normalize(np.array(self.embeddings.embed_documents(list(texts))))
-
-    def embed_query(self, text: str) -> np.ndarray:
-        """Embed one query with the model's query side, normalized."""
-        return normalize(np.array(self.embeddings.embed_query(text)))
-
-    def count_tokens(self, text: str) -> int:
-        """Count whitespace-separated words (LangChain users split before adding)."""
-        return len(text.split())
-
-
-def _lc_model_id(embeddings: Embeddings) -> str:
-    parts = ["langchain", type(embeddings).__name__]
-    for attr in ("model_name", "model"):
-        value = getattr(embeddings, attr, None)
-        if isinstance(value, str) and value:
-            parts.append(value)
-            break
-    return ":".join(parts)
-
-
-class KbgitEmbeddings(Embeddings):
-    """A kbgit ``Embedder`` seen as a LangChain ``Embeddings`` (e.g. for ``FAISS.load_local``).
-
-    >>> from kbgit import FakeEmbedder
-    >>> len(KbgitEmbeddings(FakeEmbedder(8)).embed_query("hello"))
-    8
-    """
-
-    def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed documents with the kbgit model."""
-        return self.embedder.embed(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed one query with the kbgit model."""
-        return self.embedder.embed([text])[0].tolist()
-
-
-def as_embedder(embedding: Embeddings | Embedder, model_id: str | None = None) -> Embedder:
-    """Return a kbgit Embedder for a LangChain Embeddings or an Embedder."""
-    if isinstance(embedding, KbgitEmbeddings):
-        return embedding.embedder
-    if isinstance(embedding, Embeddings):
-        return EmbeddingsEmbedder(embedding, model_id=model_id)
-    if isinstance(embedding, Embedder):
-        return embedding
-    raise ConfigError(f"not an embedding model: {type(embedding).__name__}")
-
-
-def embed_query(embedder: Embedder, text: str) -> np.ndarray:
-    """Embed a query, using the model's query side when it has one."""
-    fn = getattr(embedder, "embed_query", None)
-    return fn(text) if callable(fn) else embedder.embed([text])[0]
 
 
 def hit_document(chunk_id: str, source: str, text: str, meta: dict[str, Any]) -> Document:
@@ -149,6 +67,8 @@ class KbgitVectorStore(VectorStore):
         self.push = push
         #: (ref stamp, HEAD, snapshot, {chunk id: (source, text, meta)}) of the last read
         self._cache: tuple[tuple, str, Snapshot, dict[str, tuple[str, str, dict]]] | None = None
+        #: (commit, every live vector, {chunk id: row}) for MMR, built on first use
+        self._mmr: tuple[str, np.ndarray, dict[str, int]] | None = None
 
     @classmethod
     def open(
@@ -341,6 +261,56 @@ class KbgitVectorStore(VectorStore):
         """Return the k documents most similar to a vector."""
         pairs = self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
         return [d for d, _s in pairs]
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: Sequence[float] | np.ndarray,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Any = None,  # noqa: A002
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Return k diverse documents among the fetch_k most similar (max marginal relevance)."""
+        state = self._snapshot()
+        if state is None or k < 1:
+            return []
+        snap, rows = state
+        query = normalize(np.asarray(embedding))
+        matches = snap.index.search(
+            query, max(k, fetch_k), _allowed(snap, rows, filter, kwargs.get("source"))
+        )
+        if not matches:
+            return []
+        vectors, positions = self._vectors(snap)
+        cand = vectors[[positions[m.row.id] for m in matches]]
+        picked = maximal_marginal_relevance(query, cand, lambda_mult=lambda_mult, k=k)
+        return [hit_document(matches[i].row.id, *rows[matches[i].row.id]) for i in picked]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Any = None,  # noqa: A002
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Embed the query, then return k diverse documents among the fetch_k most similar."""
+        if self._snapshot() is None:
+            return []
+        vector = embed_query(self.embedder, query)
+        return self.max_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter, **kwargs
+        )
+
+    def _vectors(self, snap: Snapshot) -> tuple[np.ndarray, dict[str, int]]:
+        """Return every live vector of ``snap`` and its row by chunk id (once per commit)."""
+        mmr = self._mmr
+        if mmr is None or mmr[0] != snap.commit:
+            positions = {row.id: i for i, (_seg, row) in enumerate(snap.index.rows())}
+            mmr = self._mmr = (snap.commit, snap.index.vectors(), positions)
+        return mmr[1], mmr[2]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         # cosine similarity in [-1, 1] -> relevance in [0, 1]

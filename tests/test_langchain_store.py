@@ -217,3 +217,16 @@ def test_reads_see_writes_made_by_other_writers(vs: KbgitVectorStore) -> None:
         assert vs.get_by_ids(["late"])[0].page_content == f"late arrival number {n}"
     vs.store.repo.run("reset", "--quiet", "--hard", "HEAD~3")  # even a plain-git rewind
     assert vs.get_by_ids(["late"]) == []
+
+
+def test_max_marginal_relevance_prefers_diverse_documents(vs: KbgitVectorStore) -> None:
+    dup = "Rotate API keys every ninety days and revoke the old key."
+    vs.add_texts([dup, dup], [{"team": "sec"}, {"team": "sec"}], ids=["keys-2", "keys-3"])
+    plain = {d.id for d in vs.similarity_search("rotate API keys", k=2)}
+    assert plain <= {"keys", "keys-2", "keys-3"}  # two copies of the same text
+    mmr = vs.max_marginal_relevance_search("rotate API keys", k=2, fetch_k=6, lambda_mult=0.3)
+    assert mmr[0].id in {"keys", "keys-2", "keys-3"} and mmr[1].id in {"backup", "vpn", "oncall"}
+    only_ops = vs.max_marginal_relevance_search("rotate API keys", k=2, filter={"team": "ops"})
+    assert {d.id for d in only_ops} == {"backup", "oncall"}
+    retriever = vs.as_retriever(search_type="mmr", search_kwargs={"k": 2, "lambda_mult": 0.3})
+    assert len({d.page_content for d in retriever.invoke("rotate API keys")}) == 2
