@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .config import HUB_REMOTE
+from .embeddings import load_embedder
 from .errors import ConfigError, GitError, IntegrityError, QueryError
 from .fsio import write_atomic
 from .gitrepo import GitRepo
@@ -175,6 +176,14 @@ def _same_store(repo: GitRepo, head: str, target: str) -> bool:
 def _warnings(store: KnowledgeStore, rev: str, snap: Snapshot, head_model: str) -> list[str]:
     out = []
     if snap.ledger.model_id != head_model:
+        try:
+            load_embedder(snap.ledger.model_id)  # lazy: resolves the model, loads no weights
+        except ConfigError as exc:
+            raise ConfigError(
+                f"cannot roll back to {rev}: it was embedded with {snap.ledger.model_id}, "
+                f"which this host cannot load ({exc})",
+                hint=f"install that model here, or choose a revision embedded with {head_model}",
+            ) from exc
         out.append(
             f"{rev} was embedded with {snap.ledger.model_id}, HEAD with {head_model}: "
             "queries load the model each commit names"

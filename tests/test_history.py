@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -379,3 +381,21 @@ def test_plain_git_revert_of_a_range_including_a_kbgit_rollback(history) -> None
     snap = kb.verify()
     assert snap.ledger == kb.verify(commits[1]).ledger
     assert answers(kb) == answers(kb, commits[1])
+
+
+def test_rollback_refuses_a_model_this_host_cannot_load(history) -> None:
+    kb, commits, _ = history
+    git(kb.root, "checkout", "-q", "-b", "othermodel", commits[0])
+    for name in (LEDGER_PATH, MANIFEST_PATH):
+        path = kb.root / name
+        path.write_text(path.read_text().replace('"fake:64"', '"local:gone-model"'))
+    manifest = Manifest.from_bytes((kb.root / MANIFEST_PATH).read_bytes())
+    digest = hashlib.sha256((kb.root / LEDGER_PATH).read_bytes()).hexdigest()
+    fixed = dataclasses.replace(manifest, ledger_sha256=digest)
+    (kb.root / MANIFEST_PATH).write_bytes(fixed.to_bytes())
+    git(kb.root, "commit", "-qam", "a store embedded with a model this host lacks")
+    git(kb.root, "checkout", "-q", "main")
+    assert kb.verify("othermodel").ledger.model_id == "local:gone-model"
+    with pytest.raises(ConfigError, match="which this host cannot load"):
+        rollback(kb, "othermodel")
+    assert kb.repo.head() == commits[2] and not kb.needs_repair()

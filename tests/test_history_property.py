@@ -58,7 +58,7 @@ ops = st.lists(
     st.one_of(
         st.tuples(st.just("put"), st.sampled_from(PATHS), texts),
         st.tuples(st.just("delete"), st.sampled_from(PATHS)),
-        st.tuples(st.just("rollback"), st.integers(0, 99)),
+        st.tuples(st.just("rollback"), st.integers(0, 99), st.booleans()),
         st.tuples(st.just("tag"), st.integers(0, 99)),
         st.tuples(st.just("compact")),
         st.tuples(st.just("pull")),
@@ -121,7 +121,7 @@ def apply(op: tuple, kb: KnowledgeStore, src: Path, standby: KnowledgeStore, n: 
         history = kb.repo.run("rev-list", "HEAD").split()
         target = history[op[1] % len(history)]
         if kind == "rollback":
-            res = rollback(kb, target)
+            res = rollback(kb, target, linear=op[2])
             assert res.noop or kb.repo.read_file("HEAD", "ledger.json") == kb.repo.read_file(
                 target, "ledger.json"
             )
