@@ -134,8 +134,8 @@ _ADMITTED: dict[tuple[str, str], type] = {
         (mod, "InMemoryDocstore"): _InertDocstore
         for mod in ("langchain_community.docstore.in_memory", "langchain.docstore.in_memory")
     },
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    **{(mod, "set"): set for mod in ("builtins", "__builtin__")},  # protocol < 3 says __builtin__
+    **{(mod, "frozenset"): frozenset for mod in ("builtins", "__builtin__")},
 }
 
 

@@ -235,3 +235,42 @@ def test_real_model_chatchat_round_trip(tmp_path: Path, monkeypatch) -> None:
     for q in ["how often do keys rotate", "vpn not connecting", "when are invoices sent"]:
         want = top_ids(source, q, 3)
         assert [h.chunk_id for h in kb.query(q, 3).hits] == want == top_ids(loaded, q, 3), q
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_old_langchain_pickles_load(tmp_path: Path, monkeypatch, protocol: int) -> None:
+    """Chatchat 0.2 wrote pydantic-v1 documents of ``langchain.schema.document``."""
+    import sys
+    import types
+
+    class Document:  # what langchain 0.0.x pickled: pydantic v1 state
+        def __init__(self, page_content: str, metadata: dict) -> None:
+            self.page_content, self.metadata = page_content, metadata
+
+        def __getstate__(self) -> dict:
+            return {"__dict__": dict(self.__dict__), "__fields_set__": {"page_content"}}
+
+    class InMemoryDocstore:
+        def __init__(self, d: dict) -> None:
+            self._dict = d
+
+    for cls, name in ((Document, "langchain.schema.document"),
+                      (InMemoryDocstore, "langchain.docstore.in_memory")):  # fmt: skip
+        cls.__module__, cls.__qualname__ = name, cls.__name__
+        for part in ("langchain", name.rsplit(".", 1)[0], name):
+            monkeypatch.setitem(sys.modules, part, sys.modules.get(part, types.ModuleType(part)))
+        setattr(sys.modules[name], cls.__name__, cls)
+    folder = tmp_path / "old"
+    lc_folder(folder)
+    source = FAISS.load_local(str(folder), KbgitEmbeddings(FakeEmbedder(64)),
+                              allow_dangerous_deserialization=True)  # fmt: skip
+    old = {i: Document(d.page_content, d.metadata) for i, d in source.docstore._dict.items()}
+    raw = pickle.dumps((InMemoryDocstore(old), source.index_to_docstore_id), protocol=protocol)
+    (folder / "index.pkl").write_bytes(raw)
+    monkeypatch.undo()  # the reader must not need these classes
+    res = import_langchain(folder, tmp_path / "kb", trust_pickle=True, source_model="fake:64",
+                           config=FAKE_CONFIG)  # fmt: skip
+    assert res.kept_vectors and res.documents == len(TEXTS)
+    doc_id = source.index_to_docstore_id[5]
+    (doc,) = KbgitVectorStore(KnowledgeStore(tmp_path / "kb")).get_by_ids([doc_id])
+    assert doc.page_content == TEXTS[5] and doc.metadata == source.docstore.search(doc_id).metadata
