@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .chunking import Chunk
 from .ingest import (
     Build,
     LoadedDoc,
@@ -97,6 +98,25 @@ def _doc_writes(
     build.writes[MANIFEST_PATH] = build.manifest.to_bytes()
 
 
+def _reload_stored_docs(store: KnowledgeStore, head: str | None, ledger: Ledger) -> list[LoadedDoc]:
+    """Return documents written through the API (not from a folder), to re-embed them as-is.
+
+    They live only in the store (``docs/.langchain/...``): a model change must carry them
+    over with their ids, text and metadata, never drop them.
+    """
+    from .lcdocs import LOADER, decode_doc
+
+    paths = [p for p, d in ledger.documents.items() if d.loader == LOADER]
+    out = []
+    for path in paths:
+        data = store.repo.read_file(head or "HEAD", f"{DOCS_DIR}/{path}")
+        if data is None:
+            raise FileNotFoundError(f"{DOCS_DIR}/{path} missing from HEAD")
+        doc = decode_doc(data)
+        out.append(LoadedDoc(path, data, LOADER, [Chunk(doc.text, doc.metadata)], [doc.id]))
+    return out
+
+
 def run_ingest(
     store: KnowledgeStore, source: Path, *, keep_missing: bool, progress: ProgressFn | None
 ) -> IngestResult:
@@ -121,6 +141,10 @@ def run_ingest(
         progress=progress,
     )
     failed = sorted(problems + failed, key=lambda f: f.path)
+    if reembed and ledger is not None:
+        stored = _reload_stored_docs(store, head, ledger)
+        loaded += stored
+        plan.updated += [d.path for d in stored]
     ok = {d.path for d in loaded}
     added = [p for p in plan.added if p in ok]
     updated = [p for p in plan.updated if p in ok]

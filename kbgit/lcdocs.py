@@ -44,6 +44,15 @@ def encode_doc(doc_id: str, text: str, metadata: dict[str, Any]) -> bytes:
     return (json.dumps(data, sort_keys=True, ensure_ascii=False, indent=1) + "\n").encode()
 
 
+def decode_doc(data: bytes) -> LcDoc:
+    """Parse a document file written by :func:`encode_doc`."""
+    try:
+        obj = json.loads(data)
+        return LcDoc(str(obj["id"]), str(obj["page_content"]), dict(obj["metadata"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DocumentError(f"malformed LangChain document file: {exc!r}") from exc
+
+
 def normalize(vecs: np.ndarray) -> np.ndarray:
     vecs = np.asarray(vecs, dtype=np.float32)
     norms = np.linalg.norm(vecs, axis=-1, keepdims=True)

@@ -43,13 +43,16 @@ def store(tmp_path: Path, hub: Path) -> KnowledgeStore:
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
     """A small folder of text documents with distinct topics."""
-    return write_docs(tmp_path / "docs", {
-        "keys.md": "# Rotating keys\n\nRotate API keys every ninety days. Revoke the old key "
-                   "after the overlap window.\n",
-        "backup.txt": "Backups run nightly. Restore drills happen each quarter on a scratch host.\n",
-        "guide/vpn.md": "If the VPN handshake fails, check the WireGuard endpoint and the MTU.\n",
-        "guide/oncall.txt": "On-call shifts last one week. Swap shifts in the pager schedule.\n",
-    })
+    return write_docs(
+        tmp_path / "docs",
+        {
+            "keys.md": "# Rotating keys\n\nRotate API keys every ninety days. Revoke the old key "
+            "after the overlap window.\n",
+            "backup.txt": "Backups run nightly. Restore drills happen each quarter on a scratch host.\n",
+            "guide/vpn.md": "If the VPN handshake fails, check the WireGuard endpoint and the MTU.\n",
+            "guide/oncall.txt": "On-call shifts last one week. Swap shifts in the pager schedule.\n",
+        },
+    )
 
 
 @pytest.fixture

@@ -298,3 +298,24 @@ def test_docx_zip_bomb_style_garbage_is_reported(store: KnowledgeStore, tmp_path
 def test_extensions_are_case_insensitive(store: KnowledgeStore, tmp_path: Path, name: str) -> None:
     src = write_docs(tmp_path / "src", {name: "<p>some words to index</p>"})
     assert store.ingest(src).added == [name]
+
+
+def test_model_change_keeps_and_reembeds_langchain_documents(
+    store: KnowledgeStore, docs: Path
+) -> None:
+    from kbgit.langchain import KbgitVectorStore
+
+    store.ingest(docs)
+    vs = KbgitVectorStore(store)
+    vs.add_texts(["kept through a model change"], [{"team": "sre"}], ids=["lc-1"])
+    (store.root / "kb.toml").write_text(
+        StoreConfig(model="fake:32", chunk_size=40, chunk_overlap=5, hub=store.config.hub).to_toml()
+    )
+    store2 = KnowledgeStore(store.root)
+    result = store2.ingest(docs)
+    assert result.reembedded
+    snap = store2.verify()
+    assert snap.ledger.dim == 32
+    rows = {row.id: row for _s, row in snap.index.rows()}
+    assert rows["lc-1"].text == "kept through a model change"
+    assert rows["lc-1"].meta == {"team": "sre"}
