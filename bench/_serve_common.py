@@ -122,6 +122,7 @@ class ServerProc:
         self.token = token
         env = {**os.environ, "KBGIT_TOKEN": token, "OMP_WAIT_POLICY": "PASSIVE"}
         self.started = time.perf_counter()
+        self.log = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kbgit", *args, "--bind", f"127.0.0.1:{self.port}"],
@@ -135,7 +136,8 @@ class ServerProc:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
             try:
                 if requests.get(self.url + "/ready", timeout=1).status_code == 200:
                     return time.perf_counter() - self.started

@@ -214,8 +214,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         _ = self.host, self.port  # validates bind
-        if self.interval <= 0 or self.backoff_max < self.interval:
-            raise ConfigError("interval must be > 0 and backoff_max >= interval")
+        if self.interval <= 0 or self.backoff_max <= 0:
+            raise ConfigError("interval and backoff_max must be > 0 (seconds)")
         if self.max_body < 256 or self.max_query_chars < 1 or self.threads < 1:
             raise ConfigError("max_body must be >= 256, max_query_chars and threads >= 1")
         names = [s.name for s in self.stores]

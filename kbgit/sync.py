@@ -16,12 +16,14 @@ around it with capped exponential backoff, woken early by :meth:`Follower.wake`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
@@ -49,6 +51,8 @@ class SyncResult:
     upstream: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    #: seconds spent per stage (fetch, verify, fast_forward, model, swap)
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +93,7 @@ class Follower:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stages: dict[str, float] = {}
         service.sync.role = "standby" if hub else "primary"
         service.sync.upstream = redact(self.hub)
 
@@ -157,11 +162,16 @@ class Follower:
             started = time.monotonic()
             st = self.service.sync
             st.last_attempt = time.time()
+            self._stages = {}
             try:
                 result = self._sync_standby(started) if self.hub else self._sync_primary(started)
             except KbgitError as exc:
                 result = SyncResult(ERROR, self.service.commit, st.upstream_head, str(exc))
-            result = dataclasses.replace(result, seconds=round(time.monotonic() - started, 4))
+            result = dataclasses.replace(
+                result,
+                seconds=round(time.monotonic() - started, 4),
+                stages={k: round(v, 4) for k, v in self._stages.items()},
+            )
             self._record(result)
             return result
 
@@ -191,7 +201,8 @@ class Follower:
     def _sync_standby(self, started: float) -> SyncResult:
         st = self.service.sync
         try:
-            upstream = self.repo.fetch(HUB_REMOTE, self.branch)
+            with self._stage("fetch"):
+                upstream = self.repo.fetch(HUB_REMOTE, self.branch)
         except GitError as exc:
             if not self._local_ok():
                 self._move_aside()
@@ -237,16 +248,24 @@ class Follower:
         if known is not None:
             return SyncResult(REFUSED, svc.commit, commit, known.reason)
 
-        def fast_forward() -> None:  # only after verification, before the swap
-            self.repo.run("merge", "--ff-only", "--quiet", commit)
+        clock = [time.monotonic()]
+
+        def verified() -> None:  # only after verification, before the swap
+            self._stages["verify"] = time.monotonic() - clock[0]
+            if move:
+                with self._stage("fast_forward"):
+                    self.repo.run("merge", "--ff-only", "--quiet", commit)
+            clock[0] = time.monotonic()
 
         try:
-            loaded: Loaded = svc.prepare(commit, verified=fast_forward if move else None)
+            loaded: Loaded = svc.prepare(commit, verified=verified)
         except IntegrityError as exc:
             svc.refuse(commit, str(exc))
             svc.forget_unused()
             return SyncResult(REFUSED, svc.commit, commit, str(exc))
-        svc.install(loaded, started)
+        self._stages["model"] = time.monotonic() - clock[0]
+        with self._stage("swap"):
+            svc.install(loaded, started)
         self._measure_lag(self.service.sync.upstream_head if self.hub else commit)
         return SyncResult(UPDATED, commit, commit)
 
@@ -259,6 +278,14 @@ class Follower:
         times = self.repo.run("log", "--format=%ct", spec).split()
         st.lag_commits = len(times)
         st.behind_since = float(times[-1]) if times else None
+
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self._stages[name] = self._stages.get(name, 0.0) + time.monotonic() - began
 
     # -- the loop ---------------------------------------------------------------------
     def next_delay(self, result: SyncResult) -> float:

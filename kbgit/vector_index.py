@@ -11,6 +11,8 @@ built in memory.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import json
 import struct
 from collections.abc import Iterable, Sequence
@@ -49,6 +51,11 @@ class Segment:
     def ids(self) -> list[str]:
         """Return the chunk ids in row order."""
         return [r.id for r in self.rows]
+
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """Map each chunk id to its row number (computed once per cached segment)."""
+        return {r.id: i for i, r in enumerate(self.rows)}
 
 
 def encode_segment(vectors: np.ndarray, rows: Sequence[Row]) -> tuple[bytes, bytes]:
@@ -145,18 +152,23 @@ class LiveIndex:
         self, segments: Iterable[Segment], tombstoned: dict[str, set[str]], dim: int
     ) -> None:
         self.dim = dim
-        blocks: list[np.ndarray] = []
         self._refs: list[tuple[str, Row]] = []
-        for seg in segments:
-            dead = tombstoned.get(seg.name, set())
-            keep = [i for i, r in enumerate(seg.rows) if r.id not in dead]
-            if not keep:
-                continue
-            blocks.append(seg.vectors if len(keep) == len(seg.rows) else seg.vectors[keep])
-            self._refs.extend((seg.name, seg.rows[i]) for i in keep)
         self._index = faiss.IndexFlatIP(dim)
-        if blocks:
-            self._index.add(np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32))
+        # a server rebuilds this on every reload: keep the per-row Python work small and
+        # add each segment's vectors straight to FAISS (no concatenated copy)
+        for seg in segments:
+            dead = tombstoned.get(seg.name)
+            rows: Sequence[Row] = seg.rows
+            block = seg.vectors
+            if dead:  # O(tombstones) to mark, then C-speed filtering
+                keep = np.ones(len(seg.rows), dtype=bool)
+                keep[[seg.positions[i] for i in dead if i in seg.positions]] = False
+                rows = list(itertools.compress(seg.rows, keep))
+                block = seg.vectors[keep]
+            if not rows:
+                continue
+            self._refs.extend(zip(itertools.repeat(seg.name, len(rows)), rows, strict=True))
+            self._index.add(np.ascontiguousarray(block, dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self._refs)

@@ -53,7 +53,9 @@ class Server:
         self.followers: dict[str, Follower] = {}
         for spec in config.stores:
             svc = self.services.add(
-                KnowledgeService(spec.name, spec.path, embedders=self.services.embedders)
+                KnowledgeService(
+                    spec.name, spec.path, embedders=self.services.embedders, manage_gc=True
+                )
             )
             interval = config.interval if spec.hub else min(config.interval, PRIMARY_POLL)
             self.followers[spec.name] = Follower(
