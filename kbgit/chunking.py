@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from langchain_text_splitters import RecursiveCharacterTextSplitter
-
 from .documents import Section
 
 
@@ -31,6 +29,9 @@ def split_sections(
     count_tokens: Callable[[str], int],
 ) -> list[Chunk]:
     """Split sections into chunks of at most ``size`` tokens with ``overlap`` tokens shared."""
+    # imported here: langchain costs ~0.2 s at import, and hooks and servers never chunk
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=size,
         chunk_overlap=overlap,

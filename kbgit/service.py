@@ -342,6 +342,7 @@ class KnowledgeService:
             ],
             "refused_total": st.refused_total,
             "reloads": self.reloads,
+            "last_reload_seconds": self.last_reload_seconds,
         }
 
 

@@ -10,7 +10,6 @@ import click
 
 from ..config import DEFAULT_STORE_NAME, ServeConfig, StoreSpec
 from ..errors import ConfigError
-from ..gitrepo import GitRepo
 from . import main
 
 _OPTIONS = [
@@ -120,22 +119,14 @@ def hooks_install(
 def hook(name: str) -> None:
     """Run a hub hook (called by the shims `kbgit hooks install` writes; reads stdin).
 
-    Example (what git runs): python -m kbgit hook pre-receive < updates
+    Example: echo "$OLD $NEW refs/heads/main" | kbgit hook pre-receive  (in the hub)
     """
     import os
 
     from .. import hooks as hub_hooks
 
-    updates = hub_hooks.parse_updates(sys.stdin.read())
-    repo = GitRepo(".")
-    if name == "pre-receive":
-        refusals = hub_hooks.pre_receive(repo, updates)
-        for line in refusals:
-            click.echo(f"kbgit: REFUSED {line}", err=True)
-        sys.exit(1 if refusals else 0)
-    try:
-        urls, token = hub_hooks.notify_targets(repo, os.environ)
-        for line in hub_hooks.post_receive(urls, token):
-            click.echo(f"kbgit: {line}", err=True)
-    except Exception as exc:  # noqa: BLE001 - post-receive must never fail a push
-        click.echo(f"kbgit: notify skipped: {exc}", err=True)
+    text = sys.stdin.read()
+    if name == "post-receive":
+        hub_hooks.run_post_receive(text, os.environ)
+        return
+    sys.exit(hub_hooks.run_pre_receive(text))
