@@ -103,15 +103,29 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+#: seconds between full collections of everything frozen (frees cycles frozen by chance)
+FULL_GC_EVERY = 3600.0
+_last_full_gc = time.monotonic()
+
+
 def freeze_long_lived() -> None:
     """Move what is alive now (the served snapshots) out of the cyclic GC's reach.
 
     Snapshots hold no reference cycles, so reference counting still frees an old one
     when its last query returns; frozen objects are only skipped by collections, which
-    otherwise rescan every row of every snapshot and stall queries for ~0.25 s.
+    otherwise rescan every row of every snapshot and stall queries for ~0.25 s. Cyclic
+    garbage that happened to be alive at a freeze is reclaimed by one full collection
+    an hour at most.
     """
-    gc.collect(1)
-    gc.freeze()
+    global _last_full_gc
+    with _gc_lock:
+        if time.monotonic() - _last_full_gc > FULL_GC_EVERY:
+            gc.unfreeze()
+            gc.collect()
+            _last_full_gc = time.monotonic()
+        else:
+            gc.collect(1)
+        gc.freeze()
 
 
 class EmbedderPool:
@@ -170,7 +184,8 @@ class KnowledgeService:
         self.reload_seconds = 0.0
         self.last_reload_seconds: float | None = None
         self._current: Loaded | None = None
-        self._reload_lock = threading.Lock()
+        #: serializes reloads and sync attempts (the follower takes it too)
+        self.lock = threading.RLock()
 
     # -- state ------------------------------------------------------------------------
     @property
@@ -241,7 +256,7 @@ class KnowledgeService:
 
     def reload(self, rev: str = "HEAD") -> Snapshot:
         """Verify and swap in ``rev``; on failure keep serving and raise the error."""
-        with self._reload_lock:
+        with self.lock:
             started = time.monotonic()
             commit = self.repo.rev_parse(rev)
             cur = self._current

@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import filelock
+
 from .config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
 from .errors import GitError, IntegrityError, KbgitError
 from .gitrepo import GitRepo
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: older first-parent ancestors tried when the hub's newest commit is refused
 MAX_FALLBACK = 5
+#: held by a running follower; ``kbgit promote`` and ``kbgit rejoin`` refuse while it is
+FOLLOWER_LOCK = "kbgit-follower.lock"
 
 OK, UPDATED, REFUSED, DIVERGED, ERROR = "ok", "updated", "refused", "diverged", "error"
 
@@ -89,10 +93,11 @@ class Follower:
         self.branch = branch
         self.interval = interval
         self.backoff_max = backoff_max
-        self._lock = threading.Lock()
+        self._lock = service.lock  # an /admin/reload never interleaves with a sync
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._held: filelock.BaseFileLock | None = None
         self._stages: dict[str, float] = {}
         service.sync.role = "standby" if hub else "primary"
         service.sync.upstream = redact(self.hub)
@@ -303,6 +308,7 @@ class Follower:
         """Sync until ``stop`` (or :meth:`stop`) is set; each attempt is one sync_once."""
         stop = stop or self._stop
         while not stop.is_set() and not self._stop.is_set():
+            self._hold()
             try:
                 result = self.sync_once()
             except Exception:  # noqa: BLE001 - the daemon must outlive a bug in one attempt
@@ -327,3 +333,15 @@ class Follower:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._held is not None:
+            self._held.release()
+            self._held = None
+
+    def _hold(self) -> None:
+        """Take the follower lock if free (it tells promote/rejoin a process serves here)."""
+        git_dir = self.service.path / ".git"
+        if self._held is None and git_dir.is_dir():
+            lock = filelock.FileLock(str(git_dir / FOLLOWER_LOCK))
+            with contextlib.suppress(filelock.Timeout):
+                lock.acquire(timeout=0)
+                self._held = lock

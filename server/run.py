@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import faiss
 from waitress import create_server, wasyncore
 
 from kbgit.config import ServeConfig
-from kbgit.errors import KbgitError
+from kbgit.errors import ConfigError, KbgitError
 from kbgit.service import EmbedderPool, KnowledgeService, ServiceRegistry
 from kbgit.sync import Follower
 
@@ -54,6 +55,11 @@ class Server:
         self.services = ServiceRegistry(embedders or EmbedderPool(threads=1))
         self.followers: dict[str, Follower] = {}
         for spec in config.stores:
+            if not spec.hub and not (Path(spec.path) / ".git").is_dir():
+                raise ConfigError(
+                    f"{spec.path} is not a kbgit store",
+                    hint=f"create it with: kbgit init {spec.path}, or give a hub to follow",
+                )
             svc = self.services.add(
                 KnowledgeService(
                     spec.name, spec.path, embedders=self.services.embedders, manage_gc=True

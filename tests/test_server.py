@@ -215,3 +215,11 @@ def test_two_apps_in_one_process_keep_separate_metrics(served, tmp_path: Path) -
         )
     finally:
         other.stop()
+
+
+def test_serving_a_directory_that_is_not_a_store_fails_fast(tmp_path: Path) -> None:
+    from kbgit.config import ServeConfig
+    from kbgit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a kbgit store"):
+        Server(ServeConfig(bind="127.0.0.1:0", stores=(StoreSpec("default", str(tmp_path)),)))
