@@ -332,8 +332,9 @@ class KnowledgeStore:
                 )
                 if behind_only
                 else (
-                    "this store and the hub have diverged: another primary wrote to the hub. "
-                    "Rejoin as a standby (kbgit standby HUB NEWDIR) or promote deliberately"
+                    "this store and the hub have diverged: another primary wrote to the hub "
+                    f"(a standby was promoted). Rejoin as a standby: kbgit rejoin {self.root} "
+                    "(keeps the commits the hub lacks on a branch), then run kbgit standby on it"
                 ),
             )
         return hub_head
@@ -369,7 +370,10 @@ class KnowledgeStore:
             raise HubMovedError(
                 f"the hub refused the push: {exc.stderr}",
                 stderr=exc.stderr,
-                hint="the commit is kept locally; see kbgit status",
+                hint=(
+                    "the commit is kept locally; see kbgit status. If a standby was promoted, "
+                    f"rejoin as a standby: kbgit rejoin {self.root}"
+                ),
             ) from exc
         self.repo.fetch(HUB_REMOTE, self.config.branch)
         return True
