@@ -13,12 +13,13 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -210,12 +211,45 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def run_timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     """Run a process to completion; return (wall seconds, stdout); raise on failure."""
+    wall, _cpu, out = run_measured(argv, env)
+    return wall, out
+
+
+def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run a process to completion; return (wall s, its CPU s user+sys, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    elapsed = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[:3]} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return elapsed, proc.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.stdout
+
+
+def _cpu_now() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Stopwatch:
+    """Wall time and CPU time (this process and its waited-for children, e.g. git) of a block.
+
+    >>> with Stopwatch() as sw:
+    ...     pass
+    >>> sw.wall >= 0 and sw.cpu >= 0
+    True
+    """
+
+    def __enter__(self) -> Stopwatch:
+        self._w, self._c = time.perf_counter(), _cpu_now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._w
+        self.cpu = _cpu_now() - self._c
 
 
 def tree_bytes(path: Path) -> int:
@@ -277,3 +311,45 @@ def banner(title: str) -> None:
         f"   {now}; {os.cpu_count()} cores; Python {platform.python_version()}; "
         f"{platform.machine()} {platform.system()}"
     )
+
+
+def print_load() -> None:
+    """Print the load average: the box is shared, and other work inflates either side."""
+    one, five, fifteen = os.getloadavg()
+    print(f"   load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores")
+
+
+def abba(
+    name: str,
+    sides: dict[str, Callable[[], tuple[float, float]]],
+    rounds: int,
+    goal: float,
+) -> dict[str, float]:
+    """Time two sides in ABBA order; print each run and the first/second ratios.
+
+    Each side returns (wall s, CPU s). Ratios: of wall totals, of best walls (noise on a
+    shared box only ever adds time), and of CPU totals (less sensitive to other load).
+    """
+    (a, fa), (b, fb) = sides.items()
+    got: dict[str, list[tuple[float, float]]] = {a: [], b: []}
+    for r in range(rounds):
+        order = [(a, fa), (b, fb)] if r % 2 == 0 else [(b, fb), (a, fa)]
+        for label, fn in order:
+            wall, cpu = fn()
+            got[label].append((wall, cpu))
+            print(f"   [{name}] round {r + 1} {label:9s} wall {wall:7.2f}s  cpu {cpu:7.2f}s")
+    wa, wb = [w for w, _ in got[a]], [w for w, _ in got[b]]
+    ca, cb = [x for _, x in got[a]], [x for _, x in got[b]]
+    for label, walls, cpus in ((a, wa, ca), (b, wb, cb)):
+        print(
+            f"   [{name}] {label}: wall total {sum(walls):.2f}s, best {min(walls):.2f}s, "
+            f"median {median(walls):.2f}s; cpu total {sum(cpus):.2f}s"
+        )
+    ratios = {
+        "wall totals": sum(wa) / sum(wb),
+        f"wall best of {rounds}": min(wa) / min(wb),
+        "cpu totals": sum(ca) / sum(cb),
+    }
+    for kind, ratio in ratios.items():
+        print("   " + verdict(f"{name} {a}/{b}, {kind}", ratio, goal))
+    return ratios

@@ -12,7 +12,7 @@ segment rows of its commit. Two pairings are measured, interleaved (ABBA) in one
 * inproc: ``KnowledgeStore.ingest`` vs ``SentenceTransformer.encode`` in this process,
   both models loaded and warmed before timing: model load EXCLUDED from both sides.
 
-Run:  python bench/bench_ingest_overhead.py            (~300 chunks, 2 rounds, ~4 min)
+Run:  python bench/bench_ingest_overhead.py            (~300 chunks, 3 rounds, ~5 min)
       python bench/bench_ingest_overhead.py --quick    (~60 chunks, 1 round)
 """
 
@@ -24,7 +24,6 @@ import json
 import pstats
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _common as c
@@ -50,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--files", type=int, default=75, help="documents (4 chunks each by default)")
     p.add_argument("--paras", type=int, default=4, help="paragraphs (~1 chunk each) per document")
-    p.add_argument("--rounds", type=int, default=2, help="ABBA rounds per pairing")
+    p.add_argument("--rounds", type=int, default=3, help="ABBA rounds per pairing")
     p.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
     p.add_argument("--batch-size", type=int, default=32, help="kbgit batch_size = encode's")
     p.add_argument("--mode", choices=["both", "cli", "inproc"], default="both")
@@ -103,22 +102,22 @@ class Bench:
             raise RuntimeError(f"{root}: kbgit committed different chunks than the first run")
 
     # -- cli pairing -----------------------------------------------------------------
-    def kbgit_cli(self) -> float:
+    def kbgit_cli(self) -> tuple[float, float]:
         root = self.fresh_store("cli", cli=True)
         argv = [*c.kbgit_cmd(), "ingest", str(root), str(self.corpus), "--json", "--no-progress"]
-        secs, out = c.run_timed(argv, self.env)
+        wall, cpu, out = c.run_measured(argv, self.env)
         result = json.loads(out)
         assert result["pushed"] and result["commit"], result
         self.check_chunks(root)
-        return secs
+        return wall, cpu
 
-    def raw_cli(self) -> float:
+    def raw_cli(self) -> tuple[float, float]:
         argv = [sys.executable, "-c", RAW_WORKER, str(self.chunks_file), str(self.args.batch_size)]
-        secs, out = c.run_timed(argv, self.env)
+        wall, cpu, out = c.run_measured(argv, self.env)
         info = json.loads(out.strip().splitlines()[-1])
         assert info["n"] == len(self.texts or []) and info["threads"] == self.args.threads, info
         print(f"      raw process: load {info['load']:.2f}s + encode {info['encode']:.2f}s")
-        return secs
+        return wall, cpu
 
     # -- in-process pairing ----------------------------------------------------------
     def load_models(self) -> None:
@@ -135,48 +134,29 @@ class Bench:
         self._model.encode(["warm up the raw side"], show_progress_bar=False)
         assert torch.get_num_threads() == self.args.threads
 
-    def kbgit_inproc(self) -> float:
+    def kbgit_inproc(self) -> tuple[float, float]:
         from kbgit import KnowledgeStore
 
         root = self.fresh_store("lib", cli=False)
         store = KnowledgeStore(root, embedder=self._emb)
-        t0 = time.perf_counter()
-        result = store.ingest(self.corpus)
-        secs = time.perf_counter() - t0
+        with c.Stopwatch() as sw:
+            result = store.ingest(self.corpus)
         assert result.pushed and result.commit
         self.check_chunks(root)
-        return secs
+        return sw.wall, sw.cpu
 
-    def raw_inproc(self) -> float:
+    def raw_inproc(self) -> tuple[float, float]:
         assert self._model is not None and self.texts
-        t0 = time.perf_counter()
-        vecs = self._model.encode(
-            self.texts,
-            batch_size=self.args.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        secs = time.perf_counter() - t0
+        with c.Stopwatch() as sw:
+            vecs = self._model.encode(
+                self.texts,
+                batch_size=self.args.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         assert len(vecs) == len(self.texts)
-        return secs
-
-
-def pairing(name: str, kbgit_fn, raw_fn, rounds: int, goal: float) -> float:  # noqa: ANN001
-    """Run ABBA rounds; print per-run times and the ratio of the totals."""
-    kb, raw = [], []
-    for r in range(rounds):
-        order = [("kbgit", kbgit_fn, kb), ("raw", raw_fn, raw)]
-        if r % 2 == 1:
-            order.reverse()
-        for label, fn, sink in order:
-            secs = fn()
-            sink.append(secs)
-            print(f"   [{name}] round {r + 1} {label:5s} {secs:7.2f}s")
-    ratio = sum(kb) / sum(raw)
-    print(f"   [{name}] kbgit total {sum(kb):.2f}s, raw total {sum(raw):.2f}s")
-    print("   " + c.verdict(f"{name} kbgit/raw", ratio, goal))
-    return ratio
+        return sw.wall, sw.cpu
 
 
 def profile(bench: Bench) -> None:
@@ -196,6 +176,7 @@ def profile(bench: Bench) -> None:
 def main() -> None:
     args = parse_args()
     c.banner("ingest overhead: kbgit ingest vs raw SentenceTransformer.encode")
+    c.print_load()
     with tempfile.TemporaryDirectory(prefix="kbgit-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         print(
@@ -207,7 +188,8 @@ def main() -> None:
             bench.load_models()
         if args.mode in ("both", "cli"):
             print("-- cli: `kbgit ingest` (commit+push) vs a raw encode process; load INCLUDED")
-            results["cli"] = pairing("cli", bench.kbgit_cli, bench.raw_cli, args.rounds, args.goal)
+            sides = {"kbgit": bench.kbgit_cli, "raw": bench.raw_cli}
+            results["cli"] = c.abba("cli", sides, args.rounds, args.goal)
         if args.mode in ("both", "inproc"):
             if bench.texts is None:
                 bench.kbgit_inproc()  # learn the chunks first (not counted)
@@ -215,12 +197,13 @@ def main() -> None:
             bench._emb.embed(bench.texts)
             bench.raw_inproc()
             print("-- inproc: KnowledgeStore.ingest vs model.encode; load EXCLUDED")
-            results["inproc"] = pairing(
-                "inproc", bench.kbgit_inproc, bench.raw_inproc, args.rounds, args.goal
-            )
+            sides = {"kbgit": bench.kbgit_inproc, "raw": bench.raw_inproc}
+            results["inproc"] = c.abba("inproc", sides, args.rounds, args.goal)
         print(f"   chunks: {len(bench.texts or [])} (read from kbgit's committed segment rows)")
-        for name, ratio in results.items():
-            print(c.verdict(f"RESULT ingest overhead ({name})", ratio, args.goal))
+        for name, ratios in results.items():
+            for kind, ratio in ratios.items():
+                print(c.verdict(f"RESULT ingest overhead ({name}, {kind})", ratio, args.goal))
+        c.print_load()
         if args.profile:
             profile(bench)
 
