@@ -399,3 +399,15 @@ def test_rollback_refuses_a_model_this_host_cannot_load(history) -> None:
     with pytest.raises(ConfigError, match="which this host cannot load"):
         rollback(kb, "othermodel")
     assert kb.repo.head() == commits[2] and not kb.needs_repair()
+
+
+def test_rollback_tag_and_compaction_pass_the_hubs_verifying_hook(history, hub) -> None:
+    """The pre-receive hook verifies each pushed commit; history writes all pass it."""
+    hooks = pytest.importorskip("kbgit.hooks")
+    kb, commits, _ = history
+    assert (hub / "hooks" / "pre-receive") in hooks.install(hub)
+    assert rollback(kb, commits[0]).pushed
+    assert tag(kb, "checked", "HEAD~1").pushed
+    assert rollback(kb, "checked").pushed
+    assert compact(kb, force=True).pushed
+    assert GitRepo(hub).rev_parse("main") == kb.repo.head()
