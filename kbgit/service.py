@@ -79,6 +79,19 @@ class SyncState:
     refused_total: int = 0
     diverged: bool = False
 
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``sync`` section of /health."""
+        return {
+            "upstream": self.upstream or None,
+            "last_attempt": _iso(self.last_attempt),
+            "last_success": _iso(self.last_success),
+            "last_result": self.last_result,
+            "last_error": self.last_error,
+            "failures_in_row": self.failures_in_row,
+            "upstream_head": self.upstream_head,
+            "diverged": self.diverged,
+        }
+
 
 _gc_lock = threading.Lock()
 _gc_pauses = 0
@@ -341,16 +354,7 @@ class KnowledgeService:
                 "time": _iso(snap.commit_time) if snap else None,
                 "loaded_at": _iso(cur.loaded_at) if cur else None,
             },
-            "sync": {
-                "upstream": st.upstream or None,
-                "last_attempt": _iso(st.last_attempt),
-                "last_success": _iso(st.last_success),
-                "last_result": st.last_result,
-                "last_error": st.last_error,
-                "failures_in_row": st.failures_in_row,
-                "upstream_head": st.upstream_head,
-                "diverged": st.diverged,
-            },
+            "sync": st.to_json(),
             "lag": {"seconds": self.lag_seconds(), "commits": st.lag_commits},
             "refused": [
                 {"commit": r.commit, "reason": r.reason, "at": _iso(r.at)} for r in st.refused
