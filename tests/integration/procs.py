@@ -107,12 +107,19 @@ class NginxProc:
     """nginx running the shipped deploy/nginx config, everything under ``prefix``."""
 
     def __init__(
-        self, binary: str, prefix: Path, primary: str, standby: str | None, port: int | None = None
+        self,
+        binary: str,
+        prefix: Path,
+        primary: str,
+        standby: str | None,
+        port: int | None = None,
+        conf: Path | None = None,
     ) -> None:
         self.prefix = prefix
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.conf = write_standalone(
+        # ``conf``: a config already written (it must listen on ``port``)
+        self.conf = conf or write_standalone(
             prefix, primary=primary, standby=standby, listen=f"127.0.0.1:{self.port}"
         )
         base = [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(self.conf)]
