@@ -172,6 +172,9 @@ class Follower:
                 result = self._sync_standby(started) if self.hub else self._sync_primary(started)
             except KbgitError as exc:
                 result = SyncResult(ERROR, self.service.commit, st.upstream_head, str(exc))
+                if self.hub and not self._local_ok():  # e.g. objects lost under the clone
+                    self._move_aside()
+                    self._ensure_replica()
             result = dataclasses.replace(
                 result,
                 seconds=round(time.monotonic() - started, 4),
