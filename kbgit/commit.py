@@ -94,7 +94,8 @@ def _doc_writes(
         build.writes[f"{DOCS_DIR}/{new_path}"] = data
     for path in set(old.documents) - set(build.ledger.documents):
         build.deletes.append(f"{DOCS_DIR}/{path}")
-    build.writes[LEDGER_PATH] = build.ledger.to_bytes()
+    if LEDGER_PATH not in build.writes:  # build_ingest already serialized it
+        build.writes[LEDGER_PATH] = build.ledger.to_bytes()
     build.writes[MANIFEST_PATH] = build.manifest.to_bytes()
 
 

@@ -20,7 +20,7 @@ from .chunking import Chunk, split_sections
 from .documents import load_document, loader_for
 from .embeddings import Embedder
 from .errors import DocumentError
-from .ledger import DocEntry, Ledger
+from .ledger import LEDGER_PATH, DocEntry, Ledger
 from .manifest import INDEX_DIR, FileRef, Manifest, SegmentRef, TombstoneRef, segment_name
 from .snapshot import sha256
 from .vector_index import Row, encode_segment
@@ -292,6 +292,7 @@ def build_ingest(
         segments.append(SegmentRef(seg_name, len(rows), dim, refs["faiss"], refs["jsonl"]))
     new_ledger = Ledger(model_id, dim, dict(chunking), docs)
     ledger_raw = new_ledger.to_bytes()
+    writes[LEDGER_PATH] = ledger_raw  # serialized once: O(store), the costliest commit step
     live = sum(s.vectors - s.deleted for s in segments)
     new_manifest = Manifest(generation, model_id, dim, tuple(segments), live, sha256(ledger_raw))
     return Build(
