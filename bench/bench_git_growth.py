@@ -17,14 +17,15 @@ files are as large and as incompressible as the real model's, at no model cost; 
 is ``fake:64`` (sparse, compresses well: flatters the hub size); ``real`` is
 all-MiniLM-L6-v2 (slow: use a smaller ``--base-files``).
 
-Run:  python bench/bench_git_growth.py            (1,000 files ~4,000 chunks + 50 ingests, ~2 min)
+Run:  python bench/bench_git_growth.py            (1,500 files ~4,000 chunks + 50 ingests, ~1 min)
       python bench/bench_git_growth.py --quick    (200 files, 20 ingests)
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import cProfile
+import pstats
 import statistics
 import subprocess
 import tempfile
@@ -36,7 +37,7 @@ import _common as c
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--base-files", type=int, default=1000, help="files in the first ingest")
+    p.add_argument("--base-files", type=int, default=1500, help="files in the first ingest")
     p.add_argument("--paras", type=int, default=4, help="paragraphs (~1 chunk each) per file")
     p.add_argument("--ingests", type=int, default=50, help="growth ingests after the first")
     p.add_argument("--pct", type=float, default=1.0, help="new chunks per ingest, % of live")
@@ -44,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--window", type=int, default=10, help="first/last N ingests compared")
     p.add_argument("--size-goal", type=float, default=1.3)
     p.add_argument("--time-goal", type=float, default=1.5)
+    p.add_argument("--profile", action="store_true", help="cProfile the last ingest+push")
     p.add_argument("--quick", action="store_true", help="200 files, 20 ingests")
     args = p.parse_args()
     if args.quick:
@@ -91,6 +93,40 @@ def one_ingest(store, corpus: Path) -> tuple[float, float, float, int]:  # noqa:
     return t1 - t0, t1 - (clock.embedded or t0), t2 - t1, result.chunks_added
 
 
+def hub_breakdown(hub: Path) -> str:
+    """Sum the stored (compressed) size of every object in the hub by what it is."""
+    objs = subprocess.run(
+        ["git", "-C", str(hub), "rev-list", "--objects", "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    sizes = subprocess.run(
+        ["git", "-C", str(hub), "cat-file", "--batch-check=%(objecttype) %(objectsize:disk)"],
+        input="\n".join(line.split(" ", 1)[0] for line in objs.splitlines()) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    groups: dict[str, list[int]] = {}
+    for line, meta in zip(objs.splitlines(), sizes, strict=True):
+        kind, size = meta.split()
+        path = line.split(" ", 1)[1] if " " in line else ""
+        if kind != "blob":
+            key = f"{kind}s"
+        elif path.startswith("docs/"):
+            key = "docs/"
+        elif path.startswith("index/"):
+            key = "index/"
+        else:
+            key = path
+        groups.setdefault(key, []).append(int(size))
+    return ", ".join(
+        f"{k} {sum(v) / 1e6:.2f} MB ({len(v)})"
+        for k, v in sorted(groups.items(), key=lambda kv: -sum(kv[1]))
+    )
+
+
 def report_sizes(root: Path, hub: Path, goal: float) -> None:
     """Print live data vs hub size, with a breakdown."""
     live = c.head_tree_bytes(root)
@@ -113,6 +149,7 @@ def report_sizes(root: Path, hub: Path, goal: float) -> None:
     )
     print(f"   hub: {hub_bytes / 1e6:.2f} MB of files, {hub_disk / 1e6:.2f} MB on disk (du)")
     print(f"   hub objects: {objects}")
+    print("   hub bytes on disk by object (zlib-compressed, all history): " + hub_breakdown(hub))
     print(c.verdict("RESULT hub size / live data (file bytes)", hub_bytes / live, goal))
     print(c.verdict("   hub size / live data (disk blocks)", hub_disk / live, goal))
 
@@ -133,12 +170,18 @@ def main() -> None:
             f"ingest {whole:.2f}s (commit {commit:.2f}s, push {push:.2f}s)"
         )
         next_file, rows = args.base_files, []
+        per_file = added / args.base_files  # chunks a generated file makes with this embedder
         for n in range(1, args.ingests + 1):
             want = max(1, round(live_chunks * args.pct / 100))
-            files = max(1, math.ceil(want / args.paras))
+            files = max(1, round(want / per_file))
             c.write_corpus(corpus, files, args.paras, seed=5, start=next_file)
             next_file += files
+            prof = cProfile.Profile() if args.profile and n == args.ingests else None
+            if prof:
+                prof.enable()
             whole, commit, push, added = one_ingest(store, corpus)
+            if prof:
+                prof.disable()
             live_chunks += added
             rows.append((whole, commit, push))
             print(
@@ -168,6 +211,9 @@ def main() -> None:
             )
         )
         c.print_load()
+        if args.profile:
+            print(f"\n== cProfile of ingest {args.ingests} + push (tottime, top 25)")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":
