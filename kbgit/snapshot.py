@@ -22,7 +22,7 @@ import numpy as np
 from .errors import IntegrityError, QueryError
 from .gitrepo import GitRepo
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
-from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest
+from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef
 from .vector_index import LiveIndex, Segment, decode_segment
 
 #: extensions that must never appear in a commit: loading them would mean unpickling
@@ -57,34 +57,47 @@ class SegmentCache:
     """
 
     def __init__(self) -> None:
-        self._segments: dict[tuple[str, str], Segment] = {}
-        self._docs: set[str] = set()
+        self._segments: dict[tuple[str, str], tuple[Segment, tuple]] = {}
+        #: document blob id -> (sha256, size) it was verified against
+        self._docs: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str]) -> Segment | None:
         """Return a cached segment."""
         with self._lock:
-            return self._segments.get(key)
+            hit = self._segments.get(key)
+        return hit[0] if hit else None
 
-    def put(self, key: tuple[str, str], segment: Segment) -> None:
-        """Remember a verified segment."""
+    def claims(self, key: tuple[str, str]) -> tuple | None:
+        """Return the manifest facts a cached segment was verified against."""
         with self._lock:
-            self._segments[key] = segment
+            hit = self._segments.get(key)
+        return hit[1] if hit else None
 
-    def doc_verified(self, blob: str) -> bool:
-        """Tell whether a document blob was verified before."""
-        return blob in self._docs
+    def put(self, key: tuple[str, str], segment: Segment, claims: tuple = ()) -> None:
+        """Remember a verified segment and the manifest facts it matched."""
+        with self._lock:
+            self._segments[key] = (segment, claims)
 
-    def add_doc(self, blob: str) -> None:
+    def doc_claims(self, blob: str) -> tuple[str, int] | None:
+        """Return the (sha256, size) a document blob was verified against, if any."""
+        with self._lock:
+            return self._docs.get(blob)
+
+    def add_doc(self, blob: str, sha: str, size: int) -> None:
         """Remember a verified document blob."""
         with self._lock:
-            self._docs.add(blob)
+            self._docs[blob] = (sha, size)
 
     def retain(self, keys: set[tuple[str, str]], docs: set[str]) -> None:
         """Forget everything not in use by the current snapshot."""
         with self._lock:
             self._segments = {k: v for k, v in self._segments.items() if k in keys}
-            self._docs &= docs
+            self._docs = {b: v for b, v in self._docs.items() if b in docs}
+
+
+def _claims(ref: SegmentRef) -> tuple:
+    return (ref.faiss.sha256, ref.faiss.size, ref.rows.sha256, ref.rows.size, ref.vectors, ref.dim)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,11 +210,17 @@ def _load_segments(
         cache.put(
             keys[seg.name],
             decode_segment(seg.name, faiss_raw, rows_raw, vectors=seg.vectors, dim=seg.dim),
+            _claims(seg),
         )
     segments = []
     for ref in manifest.segments:
         seg = cache.get(keys[ref.name])
         if seg is not None:
+            # same bytes as a segment verified before: the manifest must still tell the truth
+            if cache.claims(keys[ref.name]) != _claims(ref):
+                raise IntegrityError(
+                    f"{ref.faiss.path}: manifest sha256/size/vector count do not match its content"
+                )
             # equal bytes can come back under another name (a document deleted, re-added,
             # then a rollback): the cache is keyed by content, the name is this commit's
             if seg.name != ref.name:
@@ -278,12 +297,21 @@ def _check_docs(
         raise IntegrityError(
             f"document missing: {DOCS_DIR}/{sorted(set(ledger.documents) - set(present))[0]}"
         )
-    todo = {p: b for p, b in present.items() if not cache.doc_verified(b)}
+    todo = {}
+    for path, blob in present.items():
+        doc = ledger.documents[path]
+        known = cache.doc_claims(blob)
+        if known is None:
+            todo[path] = blob
+        elif known != (doc.sha256, doc.size):
+            raise IntegrityError(
+                f"{DOCS_DIR}/{path}: sha256 mismatch (ledger disagrees with content)"
+            )
     blobs = repo.read_blobs(todo.values())
     for path, blob in todo.items():
         doc = ledger.documents[path]
         _check_blob(f"{DOCS_DIR}/{path}", doc.sha256, doc.size, blobs[blob])
-        cache.add_doc(blob)
+        cache.add_doc(blob, doc.sha256, doc.size)
     others = [
         p
         for p in tree

@@ -129,3 +129,43 @@ def test_old_commits_still_verify_after_damage_at_head(ingested: KnowledgeStore)
     with pytest.raises(IntegrityError):
         ingested.verify()
     assert ingested.verify(good).commit == good
+
+
+def _rewrite_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data, sort_keys=True, indent=1) + "\n")
+
+
+def test_warm_cache_still_checks_manifest_claims(ingested: KnowledgeStore) -> None:
+    """A server's cache of verified blobs must not let a lying manifest through."""
+    from kbgit.snapshot import SegmentCache, load_snapshot
+
+    cache = SegmentCache()
+    load_snapshot(ingested.repo, "HEAD", cache=cache)  # warm: every blob verified once
+
+    def lie(data: dict) -> None:
+        data["segments"][0]["faiss"]["sha256"] = "0" * 64
+
+    _rewrite_json(ingested.root / "manifest.json", lie)
+    commit_all(ingested)
+    with pytest.raises(IntegrityError, match="sha256"):
+        load_snapshot(ingested.repo, "HEAD", cache=cache)
+
+
+def test_warm_cache_still_checks_ledger_document_hashes(ingested: KnowledgeStore) -> None:
+    import hashlib
+
+    from kbgit.snapshot import SegmentCache, load_snapshot
+
+    cache = SegmentCache()
+    load_snapshot(ingested.repo, "HEAD", cache=cache)
+    lpath = ingested.root / "ledger.json"
+    _rewrite_json(lpath, lambda d: d["documents"]["guide/vpn.md"].update(sha256="f" * 64))
+    _rewrite_json(
+        ingested.root / "manifest.json",
+        lambda d: d.update(ledger_sha256=hashlib.sha256(lpath.read_bytes()).hexdigest()),
+    )
+    commit_all(ingested)
+    with pytest.raises(IntegrityError, match=r"docs/guide/vpn\.md: sha256 mismatch"):
+        load_snapshot(ingested.repo, "HEAD", cache=cache)
