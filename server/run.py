@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: a primary looks at its own HEAD (one cheap git rev-parse) at least this often
 PRIMARY_POLL = 1.0
+#: answers up to this size leave in one send() (atomic for a proxy when a process dies)
+RESPONSE_SEND_BYTES = 65536
 
 
 def pin_threads() -> None:
@@ -101,6 +103,11 @@ class Server:
             ident="kbgit",
             clear_untrusted_proxy_headers=True,
         )
+        # Send status line, headers and body in one send(): waitress's default (send_bytes=1)
+        # sends the headers first, and a process killed between the two sends leaves nginx a
+        # truncated answer it can no longer retry elsewhere (seen on ~1 in 4 kill -9 under
+        # load; 0 in 6 with this). Set on the instance: the keyword is deprecated.
+        self._http.adj.send_bytes = RESPONSE_SEND_BYTES
         self._port = int(self._http.effective_port)
 
     def preload(self) -> None:
