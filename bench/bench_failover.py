@@ -41,7 +41,6 @@ from tests.integration.procs import (  # noqa: E402
     free_port,
     nginx_binary,
     percentile,
-    window,
 )
 
 DOCS = {
