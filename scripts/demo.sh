@@ -18,17 +18,21 @@ STANDBY_PORT="${KBGIT_DEMO_STANDBY_PORT:-18402}"
 QUESTION="${KBGIT_DEMO_QUESTION:-How often are API keys rotated?}"
 NGINX_BIN="$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)"
 
+alive() {  # alive PID: running and not a zombie waiting to be reaped
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null \
+    && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat" 2>/dev/null
+}
+
 # -- stop: only the processes whose pid files the demo wrote --------------------------
 stop_one() {  # stop_one PIDFILE NAME
   local file="$1" name="$2" pid
   [ -f "$file" ] || return 0
   pid="$(cat "$file")"
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
-      && grep -qaE 'kbgit|nginx' "/proc/$pid/cmdline" 2>/dev/null; then
+  if alive "$pid" && grep -qaE 'kbgit|nginx' "/proc/$pid/cmdline" 2>/dev/null; then
     kill -CONT "$pid" 2>/dev/null || true   # in case it was SIGSTOPped to try failover
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
     echo "stopped $name (pid $pid)"
   fi
   rm -f "$file"
@@ -68,7 +72,7 @@ PY
 wait_ready() {  # wait_ready PORT NAME PIDFILE: /ready answers 200 within 180 s
   local port="$1" name="$2" pidfile="$3"
   for _ in $(seq 1 360); do
-    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if ! alive "$(cat "$pidfile")"; then
       echo "$name exited; see $RUN/$name.log" >&2; tail -20 "$RUN/$name.log" >&2; return 1
     fi
     if curl -fsS -o /dev/null "http://127.0.0.1:$port/ready" 2>/dev/null; then
@@ -124,7 +128,7 @@ start() {
 status() {
   for name in primary standby nginx/nginx; do
     file="$RUN/$name.pid"
-    if [ -f "$file" ] && kill -0 "$(cat "$file")" 2>/dev/null; then
+    if [ -f "$file" ] && alive "$(cat "$file")"; then
       echo "${name%/nginx}: running (pid $(cat "$file"))"
     else
       echo "${name%/nginx}: stopped"
