@@ -125,8 +125,11 @@ class Server:
     def start(self, *, preload: bool = True) -> None:
         """Bind, then serve (and preload) in background threads (for tests and benches)."""
         self.bind()
-        for target in (self._http.run, self.preload) if preload else (self._http.run,):
-            thread = threading.Thread(target=target, name="kbgit-server", daemon=True)
+        targets = [("kbgit-http", self._http.run)]
+        if preload:
+            targets.append(("kbgit-preload", self.preload))
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -146,10 +149,16 @@ class Server:
         self._stopping.set()
         for follower in self.followers.values():
             follower.stop()
-        if self._http is not None:
-            self._http.task_dispatcher.shutdown(timeout=5)
-            wasyncore.close_all(getattr(self._http, "map", None) or self._http._map)
-            self._http = None
+        http, self._http = self._http, None
+        if http is not None:
+            sockets = getattr(http, "map", None) or http._map
+            if any(t.is_alive() and t.name == "kbgit-http" for t in self._threads):
+                # close the sockets inside the loop's own thread: closing them from here
+                # while it sits in select() fails with EBADF
+                http.trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
+            else:
+                wasyncore.close_all(sockets)
+            http.task_dispatcher.shutdown(timeout=5)
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(10)
