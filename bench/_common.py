@@ -171,9 +171,10 @@ class DenseFakeEmbedder:
     These are dense float32 noise like a real model's, so repository sizes are realistic.
     """
 
-    def __init__(self, dim: int = 384) -> None:
+    def __init__(self, dim: int = 384, count_tokens: Callable[[str], int] | None = None) -> None:
         self.dim = dim
         self.model_id = f"bench-dense:{dim}"
+        self._count = count_tokens
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return one dense normalized pseudo-random vector per text."""
@@ -185,8 +186,8 @@ class DenseFakeEmbedder:
         return out
 
     def count_tokens(self, text: str) -> int:
-        """Count words."""
-        return len(re.findall(r"\w+", text))
+        """Count tokens with the given counter, or words."""
+        return self._count(text) if self._count else len(re.findall(r"\w+", text))
 
 
 def kbgit_cmd() -> list[str]:

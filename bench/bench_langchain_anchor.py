@@ -35,6 +35,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="ABBA rounds")
     p.add_argument("--threads", type=int, default=2, help="torch threads (both sides)")
     p.add_argument("--batch-size", type=int, default=32, help="encode batch size (both sides)")
+    p.add_argument(
+        "--embedder",
+        choices=["real", "dense"],
+        default="real",
+        help="dense: same pipelines, vectors from a hash (no model), token counts still real;"
+        " isolates what each side costs besides embedding",
+    )
     p.add_argument("--goal", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="~60 chunks, 1 round")
     args = p.parse_args()
@@ -89,7 +96,24 @@ class Anchor:
         c.write_corpus(self.corpus, args.files, args.paras, seed=3)
         torch.set_num_threads(args.threads)
         self.lc = import_langchain()
+        self.chunks = {"kbgit": 0, "langchain": 0}
         self.emb = SentenceTransformerEmbedder.bundled(batch_size=args.batch_size)
+        if args.embedder == "dense":
+            from langchain_core.embeddings import Embeddings
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.emb.path)
+            dense = c.DenseFakeEmbedder(384, count_tokens=self.emb.count_tokens)
+
+            class DenseEmbeddings(Embeddings):
+                def embed_documents(self, texts: list[str]) -> list[list[float]]:
+                    return dense.embed(texts).tolist()
+
+                def embed_query(self, text: str) -> list[float]:
+                    return dense.embed([text])[0].tolist()
+
+            self.emb, self.lc_emb = dense, DenseEmbeddings()
+            return
         self.emb.load()
         with warnings.catch_warnings():  # deprecated for langchain-huggingface, not installed
             warnings.simplefilter("ignore")
@@ -99,7 +123,6 @@ class Anchor:
                 encode_kwargs={"batch_size": args.batch_size, "normalize_embeddings": True},
             )
         self.tokenizer = self.lc_emb.client.tokenizer
-        self.chunks = {"kbgit": 0, "langchain": 0}
 
     def kbgit(self) -> tuple[float, float]:
         """Time one kbgit ingest into a fresh store that pushes to a fresh hub."""
@@ -163,7 +186,8 @@ def main() -> None:
         bench = Anchor(args, Path(tmp))
         print(
             f"   corpus: {args.files} files x {args.paras} paragraphs; all-MiniLM-L6-v2; "
-            f"torch threads {args.threads}; batch size {args.batch_size}; model load EXCLUDED"
+            f"torch threads {args.threads}; batch size {args.batch_size}; model load EXCLUDED; "
+            f"embedder {args.embedder}"
         )
         bench.kbgit(), bench.langchain()  # warm-up on this very corpus, not counted
         print(f"   chunks: kbgit {bench.chunks['kbgit']}, langchain {bench.chunks['langchain']}")
