@@ -13,9 +13,11 @@ from kbgit import KnowledgeStore
 from kbgit.cli import main
 from kbgit.config import ServeConfig
 from kbgit.demo import render_site, shipped_site, standalone_conf
+from kbgit.embeddings import BUNDLED_MODEL_ID
 from kbgit.errors import ConfigError, HubMovedError, LockedError
 from kbgit.gitrepo import GitRepo
-from kbgit.ha import ORPHAN_PREFIX, promote, rejoin
+from kbgit.ha import ORPHAN_PREFIX, promote, rejoin, settings_from_ledger
+from kbgit.ledger import Ledger
 from kbgit.service import KnowledgeService
 from kbgit.sync import OK, UPDATED, Follower
 
@@ -200,3 +202,15 @@ def test_systemd_example_config_documents_every_setting() -> None:
     for unit in ("kbgit-primary.service", "kbgit-standby.service"):
         body = (REPO_ROOT / "deploy" / "systemd" / unit).read_text()
         assert "ExecStart=" in body and "--config /etc/kbgit/kbgit.toml" in body
+
+
+def test_settings_from_ledger_maps_model_ids_back_to_settings() -> None:
+    chunking = {"splitter": "recursive", "unit": "tokens", "size": 200, "overlap": 30}
+    real = Ledger(BUNDLED_MODEL_ID, 384, chunking, {})
+    cfg = settings_from_ledger(real, "/srv/hub.git", "main", None)
+    assert (cfg.model, cfg.chunk_size, cfg.chunk_overlap) == ("all-MiniLM-L6-v2", 200, 30)
+    local = Ledger("local:my-model", 768, chunking, {})
+    with pytest.raises(ConfigError, match="local:my-model") as info:
+        settings_from_ledger(local, "/srv/hub.git", "main", None)
+    assert "--model" in info.value.hint
+    assert settings_from_ledger(local, "h", "main", "/models/my-model").model == "/models/my-model"
