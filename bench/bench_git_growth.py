@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -46,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size-goal", type=float, default=1.3)
     p.add_argument("--time-goal", type=float, default=1.5)
     p.add_argument("--profile", action="store_true", help="cProfile the last ingest+push")
+    p.add_argument(
+        "--repack", action="store_true", help="also size a copy of the hub after git repack"
+    )
     p.add_argument("--quick", action="store_true", help="200 files, 20 ingests")
     args = p.parse_args()
     if args.quick:
@@ -154,6 +158,22 @@ def report_sizes(root: Path, hub: Path, goal: float) -> None:
     print(c.verdict("   hub size / live data (disk blocks)", hub_disk / live, goal))
 
 
+def repacked(hub: Path, live: int) -> None:
+    """Print the size of a copy of the hub after a delta-compressing full repack."""
+    copy = hub.parent / "hub-repacked.git"
+    shutil.copytree(hub, copy)
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["git", "-C", str(copy), "-c", "pack.window=10", "repack", "-a", "-d", "-f", "-q"],
+        check=True,
+    )
+    size = c.tree_bytes(copy)
+    print(
+        f"   (not a goal) hub copy after `git repack -a -d -f` with pack.window=10: "
+        f"{size / 1e6:.2f} MB = {size / live:.3f}x live, repack took {time.perf_counter() - t0:.1f}s"
+    )
+
+
 def main() -> None:
     args = parse_args()
     c.banner(f"git growth: {args.ingests} ingests adding ~{args.pct:g}% new chunks each")
@@ -201,6 +221,8 @@ def main() -> None:
         whole_last = statistics.mean(r[0] for r in rows[-w:])
         print(f"   whole ingest first {w}: mean {whole_first:.3f}s; last {w}: {whole_last:.3f}s")
         report_sizes(store.root, hub, args.size_goal)
+        if args.repack:
+            repacked(hub, c.head_tree_bytes(store.root))
         ratio = statistics.mean(last) / statistics.mean(first)
         print(c.verdict(f"RESULT commit+push last {w} / first {w} (means)", ratio, args.time_goal))
         print(
