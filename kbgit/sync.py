@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
+import schedule
 
 from .config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
 from .errors import GitError, IntegrityError, KbgitError
@@ -307,18 +308,36 @@ class Follower:
         """Run the next attempt now (the post-receive hook calls /admin/sync)."""
         self._wake.set()
 
+    def _attempt(self, scheduler: schedule.Scheduler) -> None:
+        """Run one sync and schedule the next after the interval (or the backoff)."""
+        self._hold()
+        try:
+            result = self.sync_once()
+        except Exception:  # noqa: BLE001 - the daemon must outlive a bug in one attempt
+            logger.exception("%s: sync attempt crashed", self.service.name)
+            result = SyncResult(ERROR, self.service.commit, error="internal error")
+        scheduler.clear()
+        scheduler.every(self.next_delay(result)).seconds.do(self._attempt, scheduler)
+
     def run(self, stop: threading.Event | None = None) -> None:
-        """Sync until ``stop`` (or :meth:`stop`) is set; each attempt is one sync_once."""
+        """Sync until ``stop`` (or :meth:`stop`) is set; each attempt is one sync_once.
+
+        A private ``schedule`` scheduler keeps the interval (and the capped backoff after
+        failures); :meth:`wake` (``POST /admin/sync``) runs the next attempt at once.
+        """
         stop = stop or self._stop
+        scheduler = schedule.Scheduler()
+        self._attempt(scheduler)
         while not stop.is_set() and not self._stop.is_set():
-            self._hold()
-            try:
-                result = self.sync_once()
-            except Exception:  # noqa: BLE001 - the daemon must outlive a bug in one attempt
-                logger.exception("%s: sync attempt crashed", self.service.name)
-                result = SyncResult(ERROR, self.service.commit, error="internal error")
-            self._wake.wait(self.next_delay(result))
+            idle = scheduler.idle_seconds
+            woken = self._wake.wait(max(0.0, idle) if idle is not None else None)
             self._wake.clear()
+            if stop.is_set() or self._stop.is_set():
+                break
+            if woken:
+                scheduler.run_all()
+            else:
+                scheduler.run_pending()
 
     def start(self) -> threading.Thread:
         """Run the loop in a daemon thread."""

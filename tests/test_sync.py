@@ -212,3 +212,26 @@ def test_run_loop_is_woken_early_and_stops(tmp_path, hub, store: KnowledgeStore,
     finally:
         follower.stop()
     assert not any(t.name.startswith("kbgit-sync") for t in threading.enumerate())
+
+
+def test_run_loop_follows_on_its_interval_without_a_wake(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    svc = KnowledgeService("default", tmp_path / "replica")
+    follower = Follower(svc, hub=str(hub), interval=0.3, backoff_max=1.0)
+    follower.open()
+    follower.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not svc.ready and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for n in range(2):  # two commits, each picked up by the scheduled interval alone
+            write_docs(docs, {f"tide{n}.md": f"Tide table number {n} for the harbour."})
+            new = store.ingest(docs).commit
+            deadline = time.monotonic() + 10
+            while svc.commit != new and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert svc.commit == new
+    finally:
+        follower.stop()
