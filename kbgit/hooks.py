@@ -6,7 +6,9 @@ has kbgit installed. The logic lives here:
 - pre-receive refuses deletions, non-fast-forward updates and any new commit whose
   store fails verification. Pushed objects sit in git's quarantine until the hook
   accepts them; git passes its object directories in the environment, so the same
-  ``load_snapshot`` that standbys run reads them.
+  checks ``load_snapshot`` runs on standbys read them. Each new commit is verified
+  incrementally against the commit the branch already points at (accepted by this
+  hook earlier): unchanged files are trusted, so a push costs O(change), not O(store).
 - post-receive POSTs ``/admin/sync`` (bearer token) to every configured standby, in
   parallel with a short timeout; it never fails a push and never blocks one for long.
   The installed shim runs this file as a script (``PYTHON .../kbgit/hooks.py
@@ -31,7 +33,6 @@ from typing import TYPE_CHECKING
 # only the standard library at module level: post-receive runs this file as a script
 if TYPE_CHECKING:
     from .gitrepo import GitRepo
-    from .snapshot import SegmentCache
 
 HOOK_NAMES = ("pre-receive", "post-receive")
 #: marks hook files written by kbgit (others are never overwritten without --force)
@@ -119,10 +120,7 @@ def install(
 
 def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
     """Return one refusal message per bad update (empty: accept the push)."""
-    from .snapshot import SegmentCache
-
     refusals: list[str] = []
-    cache = SegmentCache()
     for up in updates:
         if not up.ref.startswith("refs/heads/"):
             continue
@@ -135,28 +133,38 @@ def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
                 f"of {up.new[:12]}); fetch and rebuild on the hub's history (kbgit pull)"
             )
             continue
-        refusals.extend(_verify_new(repo, up, cache))
+        refusals.extend(_verify_new(repo, up))
     return refusals
 
 
-def _verify_new(repo: GitRepo, up: RefUpdate, cache: SegmentCache) -> list[str]:
-    """Verify every commit the update adds to the hub, newest first; stop at the first bad."""
+def _verify_new(repo: GitRepo, up: RefUpdate) -> list[str]:
+    """Verify every commit the update adds to the hub, oldest first; stop at the first bad.
+
+    Each is checked incrementally against a parent already accepted: the ref's old
+    commit (verified by this hook when it was pushed) or one verified just before.
+    """
     from .errors import GitError, IntegrityError, QueryError
-    from .snapshot import load_snapshot
+    from .snapshot import verify_commit
 
     try:
-        commits = repo.run("rev-list", up.new, "--not", "--all").split()
+        lines = repo.run(
+            "rev-list", "--reverse", "--topo-order", "--parents", up.new, "--not", "--all"
+        ).splitlines()
     except GitError as exc:
         return [f"{up.ref}: cannot read the pushed commit {up.new[:12]}: {exc.stderr}"]
-    for commit in commits:
+    verified = {up.old} if up.old != ZERO else set()
+    for line in lines:
+        commit, *parents = line.split()
+        base = next((p for p in parents if p in verified), None)
         try:
-            load_snapshot(repo, commit, cache=cache)
+            verify_commit(repo, commit, base=base)
         except (IntegrityError, QueryError, GitError) as exc:
             return [
                 f"{up.ref}: commit {commit[:12]} fails verification: {exc}. "
                 "Nothing was changed on the hub; fix the store (kbgit verify, kbgit repair) "
                 "and push again"
             ]
+        verified.add(commit)
     return []
 
 

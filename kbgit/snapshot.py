@@ -347,3 +347,14 @@ def load_snapshot(
         frozenset(keys),
         frozenset(docs),
     )
+
+
+def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
+    """Verify ``rev`` without building its index, trusting files unchanged since ``base``.
+
+    Raises IntegrityError for the same defects as :func:`load_snapshot`; ``base`` must be
+    a commit verified before (kbgit/verify.py). Without one, every file is checked.
+    """
+    from .verify import verify_commit as _verify_commit
+
+    _verify_commit(repo, rev, base=base)
