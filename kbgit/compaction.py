@@ -176,6 +176,6 @@ def gc(path: str | os.PathLike[str]) -> GcResult:
     """Pack a store's or hub's objects with ``git gc`` (unreachable objects kept 2 weeks)."""
     gdir = git_dir(path)
     before = objects_size(gdir)
-    # pack.window=0 on hubs: segments are append-only binaries, delta search buys nothing
+    # hubs set core.bigFileThreshold: big segments are packed whole, ledgers as deltas
     GitRepo(gdir).run("gc", "--quiet")
     return GcResult(str(path), before, objects_size(gdir))

@@ -48,8 +48,10 @@ def create_hub(path: str | os.PathLike[str], branch: str = "main") -> Path:
             cfg.set_value("receive", "denyNonFastForwards", "true")
             cfg.set_value("receive", "denyDeletes", "true")
             cfg.set_value("core", "fsync", "committed")
-            # keep pushes and fetches cheap: segments are append-only, deltas rarely help
-            cfg.set_value("pack", "window", "0")
+            # Large segment files are new data, never near-copies: no delta search on them,
+            # while `kbgit gc HUB` (from cron) still stores ledger versions as deltas.
+            cfg.set_value("core", "bigFileThreshold", "32m")
+            # No surprise repacks during a push.
             cfg.set_value("gc", "auto", "0")
         repo.close()
     except gitpython.GitCommandError as exc:

@@ -375,7 +375,8 @@ class KnowledgeStore:
                     f"rejoin as a standby: kbgit rejoin {self.root}"
                 ),
             ) from exc
-        self.repo.fetch(HUB_REMOTE, self.config.branch)
+        # the hub accepted exactly HEAD: record it without another round trip
+        self.repo.run("update-ref", f"refs/remotes/{HUB_REMOTE}/{self.config.branch}", head)
         return True
 
     def ingest(
