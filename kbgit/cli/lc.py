@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
-from ..interop import METRICS, export_langchain, import_langchain
 from ..store import KnowledgeStore
 from . import emit_json, main
 from .core import STORE, _Bars
@@ -67,6 +66,8 @@ def import_lc(
     cfg = StoreConfig(model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, hub=hub_url)
     bars = _Bars(sys.stderr.isatty() if progress is None else progress)
     try:
+        from ..interop import import_langchain
+
         res = import_langchain(
             source,
             store,
@@ -95,7 +96,7 @@ def import_lc(
 @click.argument("dest", required=False, metavar="DEST", type=click.Path(file_okay=False))
 @click.option(
     "--metric",
-    type=click.Choice(METRICS),
+    type=click.Choice(("ip", "l2")),  # kbgit.interop.METRICS (imported lazily: slow)
     default="ip",
     show_default=True,
     help="FAISS index metric: ip (scores = cosine) or l2 (same ranking).",
@@ -111,6 +112,8 @@ def export_lc(store: Path, rev: str, dest: str | None, metric: str, as_json: boo
     """
     if dest is None:  # click cannot put an optional argument first: REV was DEST
         rev, dest = "HEAD", rev
+    from ..interop import export_langchain
+
     res = export_langchain(KnowledgeStore(store), dest, rev, metric=metric)
     if as_json:
         emit_json(dataclasses.asdict(res))
