@@ -51,6 +51,10 @@ def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
         raise QueryError(f"no such revision: {rev}")
     tree, ledger, manifest, ledger_raw = _read_tree(repo, commit)
     _check_header(ledger, manifest, ledger_raw, tree)
+    names = [s.name for s in manifest.segments]
+    if len(set(names)) != len(names):  # its rows would be live twice
+        twice = sorted(n for n in set(names) if names.count(n) > 1)[0]
+        raise IntegrityError(f"manifest lists segment {twice} twice")
     known = _read_base(repo, base, commit)
     if known is None:  # no accepted base: everything, as load_snapshot does
         segments, _keys = _load_segments(repo, tree, manifest, SegmentCache())

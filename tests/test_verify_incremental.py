@@ -217,6 +217,22 @@ def test_tombstoning_a_live_chunk_left_in_the_ledger(ingested: KnowledgeStore) -
     assert_both_refuse(ingested, commit_all(ingested), good, "not live in the segment")
 
 
+def test_segment_listed_twice_is_refused(ingested: KnowledgeStore) -> None:
+    """Stricter than load_snapshot, which accepts it (its rows would be live twice)."""
+    good = ingested.repo.head()
+
+    def twice(m: dict) -> None:
+        seg = next(s for s in m["segments"] if s["name"] == "g000002")
+        m["segments"].append(seg)
+        m["live_vectors"] += seg["vectors"] - sum(t["count"] for t in seg["tombstones"])
+
+    rewrite_json(ingested.root / "manifest.json", twice)
+    bad = commit_all(ingested)
+    for base in (good, None):
+        with pytest.raises(IntegrityError, match="lists segment g000002 twice"):
+            verify_commit(ingested.repo, bad, base=base)
+
+
 def _check_history(store: KnowledgeStore, since: str | None = None) -> int:
     """Verify every commit against each parent, incrementally and fully; return the count."""
     spec = f"{since}..HEAD" if since else "HEAD"
