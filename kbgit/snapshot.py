@@ -177,7 +177,11 @@ def _check_header(
             f"manifest model {manifest.model_id}/{manifest.dim} differs from ledger "
             f"{ledger.model_id}/{ledger.dim}"
         )
-    named = {f.path for f in manifest.files()}
+    paths = [f.path for f in manifest.files()]
+    names = [seg.name for seg in manifest.segments]
+    if len(set(paths)) != len(paths) or len(set(names)) != len(names):
+        raise IntegrityError(f"{MANIFEST_PATH}: a segment or index file is listed twice")
+    named = set(paths)
     present = {p for p in tree if p.startswith(INDEX_DIR + "/")}
     if present - named:
         raise IntegrityError(f"index file not in manifest: {sorted(present - named)[0]}")

@@ -169,3 +169,15 @@ def test_warm_cache_still_checks_ledger_document_hashes(ingested: KnowledgeStore
     commit_all(ingested)
     with pytest.raises(IntegrityError, match=r"docs/guide/vpn\.md: sha256 mismatch"):
         load_snapshot(ingested.repo, "HEAD", cache=cache)
+
+
+def test_segment_listed_twice_in_the_manifest(ingested: KnowledgeStore) -> None:
+    def dup(data: dict) -> None:
+        seg = data["segments"][-1]
+        data["segments"].append(seg)
+        data["live_vectors"] += seg["vectors"] - sum(t["count"] for t in seg["tombstones"])
+
+    _rewrite_json(ingested.root / "manifest.json", dup)
+    commit_all(ingested)
+    with pytest.raises(IntegrityError, match="listed twice"):
+        ingested.verify()
