@@ -156,6 +156,23 @@ def _ingest_and_kill(store: KnowledgeStore, src: Path, delay: float) -> int:
     return proc.wait(timeout=30)
 
 
+def _kill_then_recover(
+    store: KnowledgeStore, src: Path, base: str, delay: float, expected_docs: set[str]
+) -> tuple[float, int, bool, bool]:
+    """Kill an ingest after ``delay`` s, check the store, let the next ingest repair it."""
+    store.repo.run("reset", "--quiet", "--hard", base)
+    code = _ingest_and_kill(store, src, delay)
+    dirty = store.needs_repair()
+    head = store.repo.head()
+    assert head == base or store.repo.is_ancestor(base, head)
+    # the next command repairs and completes
+    result = KnowledgeStore(store.root).ingest(src, push=False)
+    assert set(store.verify().ledger.documents) == expected_docs
+    assert result.commit is not None or head != base
+    assert not store.needs_repair()
+    return (round(delay, 3), code, dirty, head != base)
+
+
 def test_kill_9_at_several_points_then_repair(store: KnowledgeStore, tmp_path: Path) -> None:
     src = many_docs(tmp_path / "src", 300)
     base = store.ingest(write_docs(tmp_path / "seed", {"seed.md": "seed document"})).commit
@@ -163,25 +180,25 @@ def test_kill_9_at_several_points_then_repair(store: KnowledgeStore, tmp_path: P
     probe = run_kbgit("ingest", "--no-push", str(store.root), str(src))
     full = time.monotonic() - t0
     assert probe.returncode == 0, probe.stderr
-    target = store.verify()
-    expected_docs = set(target.ledger.documents)
-    outcomes = []
-    for step in range(10):
-        # reset the store to the base commit and the hub untouched, then kill mid-ingest
-        store.repo.run("reset", "--quiet", "--hard", base)
-        delay = full * (0.3 + 0.075 * step)  # import, scan, embed, then the writes
-        code = _ingest_and_kill(store, src, delay)
-        dirty = store.needs_repair()
-        head = store.repo.head()
-        assert head == base or store.repo.is_ancestor(base, head)
-        outcomes.append((round(delay, 2), code, dirty, head != base))
-        # the next command repairs and completes
-        result = KnowledgeStore(store.root).ingest(src, push=False)
-        snap = store.verify()
-        assert set(snap.ledger.documents) == expected_docs, outcomes
-        assert result.commit is not None or head != base
-        assert not store.needs_repair()
-    killed = [o for o in outcomes if o[1] == -signal.SIGKILL]
-    assert killed, f"no run was killed mid-ingest: {outcomes}"
-    # at least one kill landed while the working tree or HEAD was being written
-    assert any(dirty or moved for _d, _c, dirty, moved in outcomes), outcomes
+    expected_docs = set(store.verify().ledger.documents)
+    # import, scan, embed, then the writes: spread kills over the second half and beyond
+    outcomes = [
+        _kill_then_recover(store, src, base, full * (0.3 + 0.075 * step), expected_docs)
+        for step in range(10)
+    ]
+    assert any(code == -signal.SIGKILL for _d, code, _w, _m in outcomes), outcomes
+    # make sure one kill landed while files were being written: bisect between the last
+    # kill that left a clean tree at the base and the first that found the commit made
+    lo = max((d for d, _c, dirty, moved in outcomes if not dirty and not moved), default=0.0)
+    hi = min((d for d, _c, _w, moved in outcomes if moved), default=full * 1.5)
+    for _ in range(8):
+        if any(dirty for _d, _c, dirty, _m in outcomes) or hi - lo < 0.005:
+            break
+        mid = (lo + hi) / 2
+        outcomes.append(_kill_then_recover(store, src, base, mid, expected_docs))
+        _d, _c, dirty, moved = outcomes[-1]
+        if moved:
+            hi = mid
+        elif not dirty:
+            lo = mid
+    assert any(dirty for _d, _c, dirty, _m in outcomes), outcomes
