@@ -6,6 +6,7 @@ Kept apart from :mod:`kbgit.store` so the facade stays small; called only by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,17 +153,17 @@ def run_ingest(
     # a file that failed under a model change cannot keep vectors of the old model
     deleted = plan.deleted + ([p for p in plan.updated if p not in ok] if reembed else [])
     result = IngestResult(
-        None,
-        added,
-        updated,
-        len(plan.unchanged),
-        deleted,
-        plan.renamed,
-        failed,
-        0,
-        0,
-        reembed,
-        False,
+        commit=None,
+        added=added,
+        updated=updated,
+        skipped=len(plan.unchanged),
+        deleted=deleted,
+        renamed=plan.renamed,
+        failed=failed,
+        chunks_added=0,
+        chunks_deleted=0,
+        reembedded=reembed,
+        pushed=False,
     )
     if not (added or updated or deleted or plan.renamed):
         return result
@@ -184,16 +185,9 @@ def run_ingest(
     _doc_writes(store, head, old, build, loaded, plan)
     commit = store.write_commit(build.writes, build.deletes, commit_message(plan, result, build))
     logger.info("ingest committed %s", commit[:12])
-    return IngestResult(
-        commit,
-        added,
-        updated,
-        len(plan.unchanged),
-        deleted,
-        plan.renamed,
-        failed,
-        build.chunks_added,
-        build.chunks_deleted,
-        reembed,
-        False,
+    return dataclasses.replace(
+        result,
+        commit=commit,
+        chunks_added=build.chunks_added,
+        chunks_deleted=build.chunks_deleted,
     )
