@@ -15,7 +15,11 @@ from . import main
 _OPTIONS = [
     click.option("--bind", help="HOST:PORT to listen on [default: 127.0.0.1:8000]."),
     click.option("--token", help="Bearer token for /admin/* (or KBGIT_TOKEN)."),
-    click.option("--interval", type=float, help="Seconds between syncs [default: 5]."),
+    click.option(
+        "--interval",
+        type=float,
+        help="Seconds between syncs; a primary checks HEAD at least every 1 s [default: 5].",
+    ),
     click.option("--threads", type=int, help="HTTP worker threads [default: 8]."),
     click.option(
         "--config",
@@ -61,8 +65,9 @@ def _run(config_file: Path | None, spec: StoreSpec | None, **overrides: object) 
 def serve(store: Path | None, config_file: Path | None, name: str, **opts: object) -> None:
     """Serve a store over HTTP; reload it after each ingest (it watches HEAD).
 
-    Without STORE, serves the stores of --config. Endpoints: /query, /health, /ready,
-    /metrics, /admin/sync, /admin/reload (and /kb/<name>/... for each store).
+    Without STORE, serves the [serve.stores.<name>] tables of --config (a STORE replaces
+    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload
+    (and /kb/<name>/query, health, ready, admin/... for each store).
 
     Example: kbgit serve ./kb --bind 127.0.0.1:8001
     """
