@@ -32,9 +32,11 @@ def hub() -> None:
 
 @hub.command("create")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--branch", default="main", show_default=True)
+@click.option(
+    "--branch", default="main", show_default=True, help="The hub's initial branch (its HEAD)."
+)
 def hub_create(path: Path, branch: str) -> None:
-    """Create a bare hub that refuses non-fast-forward pushes.
+    """Create a bare hub that refuses non-fast-forward pushes and branch deletion.
 
     Example: kbgit hub create /srv/kb-hub.git
     """

@@ -37,7 +37,12 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as
     show_default=True,
     help="For later folder ingests (imported documents keep their chunks).",
 )
-@click.option("--chunk-overlap", default=DEFAULT_CHUNK_OVERLAP, show_default=True)
+@click.option(
+    "--chunk-overlap",
+    default=DEFAULT_CHUNK_OVERLAP,
+    show_default=True,
+    help="Tokens shared by neighbouring chunks (later folder ingests).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a tty).")
 @JSON
 def import_lc(
