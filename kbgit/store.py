@@ -298,6 +298,8 @@ class KnowledgeStore:
         return ledger.same_settings(probe.model_id, probe.dim, self.config.chunking)
 
     def _divergence(self, head: str | None, hub_head: str | None) -> tuple[int, int]:
+        if not self.config.hub:
+            return 0, 0  # no hub: nothing to be ahead of or behind
         if head is None or hub_head is None:
             return (
                 self.repo.count_commits(head) if head else 0,
@@ -327,8 +329,10 @@ class KnowledgeStore:
             raise HubMovedError(
                 f"the hub has commits this store does not have (hub at {hub_head[:12]})",
                 hint=(
-                    f"another writer pushed; to continue from the hub's history run: "
-                    f"kbgit pull {self.root}"
+                    "another writer pushed. If a standby was promoted in this store's place, "
+                    f"this store must not write again: kbgit rejoin {self.root}, then run "
+                    "kbgit standby on it. If this store is still the designated writer, "
+                    f"continue from the hub's history: kbgit pull {self.root}"
                 )
                 if behind_only
                 else (

@@ -319,3 +319,10 @@ def test_model_change_keeps_and_reembeds_langchain_documents(
     rows = {row.id: row for _s, row in snap.index.rows()}
     assert rows["lc-1"].text == "kept through a model change"
     assert rows["lc-1"].meta == {"team": "sre"}
+
+
+def test_status_without_a_hub_is_neither_ahead_nor_behind(tmp_path: Path, docs: Path) -> None:
+    store = KnowledgeStore.init(tmp_path / "solo", config=FAKE_CONFIG)
+    store.ingest(docs)
+    st = store.status()
+    assert st.hub is None and (st.ahead, st.behind) == (0, 0) and st.documents == 4
