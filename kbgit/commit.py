@@ -134,6 +134,10 @@ def run_ingest(
     old = ledger or Ledger.empty(embedder.model_id, embedder.dim, cfg.chunking)
     files, problems = scan_folder(source, progress)
     plan = plan_changes(old, files, keep_missing=keep_missing, reembed_all=reembed)
+    if not reembed:
+        # a file still there but unreadable keeps its stored version (like an undecodable one)
+        unreadable = {p.path for p in problems}
+        plan.deleted = [p for p in plan.deleted if p not in unreadable]
     loaded, failed = load_changed(
         plan,
         files,

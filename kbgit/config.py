@@ -88,6 +88,11 @@ class StoreConfig:
         for key, raw in data.items():
             want = int if known[key].type in ("int", int) else str
             try:
+                # TOML gives typed values: no silent 3.7 -> 3, true -> 1 or ["a"] -> "['a']"
+                if isinstance(raw, bool | float) or not isinstance(raw, int | str):
+                    raise TypeError(key)
+                if want is str and not isinstance(raw, str):
+                    raise TypeError(key)
                 values[key] = want(raw)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"setting {key}: expected {want.__name__}, got {raw!r}") from exc
@@ -105,7 +110,7 @@ class StoreConfig:
                 doc = tomllib.loads(path.read_text(encoding="utf-8"))
             except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"cannot read {path}: {exc}") from exc
-            data = dict(doc.get("store", {}))
+            data = _store_table(path, doc)
         env = os.environ if env is None else env
         for field in dataclasses.fields(cls):
             key = f"KBGIT_{field.name.upper()}"
@@ -149,6 +154,17 @@ batch_size = {batch_size}
 # Author and committer of ingest commits.
 author = "{author}"
 """
+
+
+def _store_table(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the ``[store]`` table of a parsed kb.toml; refuse settings outside it."""
+    stray = sorted(k for k, v in doc.items() if not isinstance(v, dict))
+    if stray:
+        raise ConfigError(
+            f"{path}: setting(s) outside any table: {', '.join(stray)}",
+            hint="put store settings under a [store] table",
+        )
+    return dict(doc.get("store", {}))
 
 
 # -- serving (kbgit serve / kbgit standby) ------------------------------------------------

@@ -40,7 +40,7 @@ def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def create_hub(path: str | os.PathLike[str], branch: str = "main") -> Path:
     """Create a bare hub repo that refuses non-fast-forward pushes and branch deletion."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise GitError(f"{path} exists and is not empty", hint="choose a new path for the hub")
     try:
         repo = gitpython.Repo.init(path, bare=True, initial_branch=branch)

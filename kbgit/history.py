@@ -20,7 +20,7 @@ from .errors import QueryError
 from .gitrepo import GitRepo
 from .ledger import LEDGER_PATH, Ledger
 from .manifest import MANIFEST_PATH, Manifest
-from .snapshot import SegmentCache, Snapshot, load_snapshot
+from .snapshot import SegmentCache, Snapshot, load_snapshot, no_such_revision
 
 _TRAILER = re.compile(r"^Kbgit-([A-Za-z-]+):\s*(.*)$")
 _FIELD, _RECORD = "\x1f", "\x1e"
@@ -37,7 +37,7 @@ def resolve(repo: GitRepo, rev: str) -> str:
     """Return the commit id ``rev`` names (tags peeled); raise QueryError if none."""
     commit = repo.rev_parse(check_rev(rev))
     if commit is None:
-        raise QueryError(f"no such revision: {rev}", hint="list revisions with: kbgit log STORE")
+        raise no_such_revision(repo, rev)
     return commit
 
 

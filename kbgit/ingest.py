@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def scan_folder(
     for n, path in enumerate(paths, start=1):
         rel = path.relative_to(root).as_posix()
         try:
+            if not stat.S_ISREG(path.stat().st_mode):
+                # a FIFO, socket or device: opening a FIFO would block the ingest for ever
+                raise OSError("not a regular file")
             with open(path, "rb") as fh:
                 digest = hashlib.file_digest(fh, "sha256").hexdigest()
             files[rel] = SourceFile(rel, path, digest, path.stat().st_size)

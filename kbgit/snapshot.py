@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -133,6 +134,8 @@ class Snapshot:
         """
         if not 1 <= k <= 10_000:
             raise QueryError(f"k must be between 1 and 10000, got {k}")
+        if score_threshold is not None and not math.isfinite(score_threshold):
+            raise QueryError(f"score_threshold must be a finite number, got {score_threshold}")
         allowed = None
         if source is not None:
             prefixes = (source,) if isinstance(source, str) else tuple(source)
@@ -326,13 +329,23 @@ def _check_docs(
     return set(present.values())
 
 
+def no_such_revision(repo: GitRepo, rev: str) -> QueryError:
+    """Return the error for a revision that names nothing (saying so when HEAD is unborn)."""
+    if repo.head() is None:
+        return QueryError(
+            f"{repo.path} has no commits yet",
+            hint=f"ingest documents first: kbgit ingest {repo.path} DOCS",
+        )
+    return QueryError(f"no such revision: {rev}", hint="list revisions with: kbgit log STORE")
+
+
 def load_snapshot(
     repo: GitRepo, rev: str = "HEAD", *, cache: SegmentCache | None = None
 ) -> Snapshot:
     """Verify commit ``rev`` completely and return it as a searchable snapshot."""
     commit = repo.rev_parse(rev)
     if commit is None:
-        raise QueryError(f"no such revision: {rev}")
+        raise no_such_revision(repo, rev)
     cache = cache if cache is not None else SegmentCache()
     tree, ledger, manifest, ledger_raw = _read_tree(repo, commit)
     _check_header(ledger, manifest, ledger_raw, tree)

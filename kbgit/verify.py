@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .errors import IntegrityError, QueryError
+from .errors import IntegrityError
 from .gitrepo import GitRepo
 from .ledger import DOCS_DIR, Ledger
 from .manifest import Manifest, SegmentRef, TombstoneRef
@@ -30,6 +30,7 @@ from .snapshot import (
     _load_segments,
     _load_tombstones,
     _read_tree,
+    no_such_revision,
 )
 
 _Tree = dict[str, str]
@@ -48,7 +49,7 @@ def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
     """Verify commit ``rev`` like ``load_snapshot``, trusting files unchanged since ``base``."""
     commit = repo.rev_parse(rev)
     if commit is None:
-        raise QueryError(f"no such revision: {rev}")
+        raise no_such_revision(repo, rev)
     tree, ledger, manifest, ledger_raw = _read_tree(repo, commit)
     _check_header(ledger, manifest, ledger_raw, tree)
     names = [s.name for s in manifest.segments]

@@ -194,7 +194,9 @@ def _authorize() -> None:
     scheme, _, value = given.partition(" ")
     if not token:
         raise Unauthorized("admin endpoints are disabled: no token configured (KBGIT_TOKEN)")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+    ):
         raise Unauthorized("missing or wrong bearer token")
 
 
