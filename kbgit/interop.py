@@ -362,7 +362,10 @@ def export_langchain(
     dest = _require_empty(dest, "export")
     snap = store.snapshot(rev)
     vs = _to_faiss(snap, metric)
-    vs.save_local(str(dest))
+    try:
+        vs.save_local(str(dest))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     strategy = str(vs.distance_strategy.value)
     info = {
         "commit": snap.commit,
@@ -391,7 +394,7 @@ class _NoEmbeddings(Embeddings):
 
 def _require_empty(path: str | os.PathLike[str], verb: str) -> Path:
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ConfigError(f"{path} exists and is not empty", hint=f"{verb} into a new folder")
     return path
 

@@ -95,14 +95,20 @@ class Server:
     def bind(self) -> None:
         """Open the listening socket (requests queue until :meth:`serve_forever`)."""
         pin_threads()
-        self._http = create_server(
-            self.app,
-            host=self.config.host,
-            port=self.config.port,
-            threads=self.config.threads,
-            ident="kbgit",
-            clear_untrusted_proxy_headers=True,
-        )
+        try:
+            self._http = create_server(
+                self.app,
+                host=self.config.host,
+                port=self.config.port,
+                threads=self.config.threads,
+                ident="kbgit",
+                clear_untrusted_proxy_headers=True,
+            )
+        except OSError as exc:  # port in use, address not on this host, no permission
+            raise ConfigError(
+                f"cannot listen on {self.config.bind}: {exc.strerror or exc}",
+                hint="choose a free port with --bind HOST:PORT",
+            ) from exc
         # Send status line, headers and body in one send(): waitress's default (send_bytes=1)
         # sends the headers first, and a process killed between the two sends leaves nginx a
         # truncated answer it can no longer retry elsewhere (seen on ~1 in 4 kill -9 under

@@ -8,6 +8,7 @@ the same, verification passing).
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -457,3 +458,26 @@ def test_server_still_healthy_after_the_bad_requests(server: str, kb: KnowledgeS
     assert resp.json()["head"]["commit"] == kb.repo.head()
     hits = post(server + "/query", json={"query": "rotate keys", "k": 1}).json()["hits"]
     assert len(hits) == 1
+
+
+def test_serve_on_a_busy_port_is_an_error(unchanged: KnowledgeStore) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", str(unchanged.root), "--bind", f"127.0.0.1:{port}")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error: cannot listen" in result.output
+
+
+@pytest.mark.parametrize(
+    "rev, dest, code",
+    [([], "afile", 1), (["HEAD"], "afile", 2), (["HEAD"], "afile/sub", 1), ([], "afile/x/y", 1)],
+)
+def test_export_to_a_file_or_an_unwritable_path_is_an_error(
+    unchanged: KnowledgeStore, tmp_path: Path, rev: list[str], dest: str, code: int
+) -> None:
+    (tmp_path / "afile").write_text("keep me")
+    result = run("export-langchain", str(unchanged.root), *rev, str(tmp_path / dest))
+    assert_clean_failure(result, code=code)
+    assert (tmp_path / "afile").read_text() == "keep me"
