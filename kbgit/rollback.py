@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from .config import HUB_REMOTE
@@ -248,6 +249,10 @@ class TagResult:
     pushed: bool
 
 
+#: tag names that git resolves as something else first: pseudo-refs, @, abbreviated ids
+_AMBIGUOUS_TAG = re.compile(r"@|[A-Z_]*HEAD|[0-9a-fA-F]{4,64}")
+
+
 def tag(
     store: KnowledgeStore,
     name: str,
@@ -259,6 +264,8 @@ def tag(
     """Create an annotated tag on a verified commit and push it to the hub."""
     try:
         store.repo.run("check-ref-format", f"refs/tags/{check_rev(name)}")
+        if _AMBIGUOUS_TAG.fullmatch(name):  # git would read it as HEAD, @ or a commit id
+            raise QueryError(name)
     except (GitError, QueryError) as exc:
         raise ConfigError(f"invalid tag name: {name!r}", hint="e.g. release-2024-06") from exc
     with store.lock():

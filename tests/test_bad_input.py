@@ -481,3 +481,15 @@ def test_export_to_a_file_or_an_unwritable_path_is_an_error(
     result = run("export-langchain", str(unchanged.root), *rev, str(tmp_path / dest))
     assert_clean_failure(result, code=code)
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "name", ["HEAD", "@", "ORIG_HEAD", "FETCH_HEAD", "deadbeef", "a b", "../x"]
+)
+def test_tag_names_git_would_read_as_something_else_are_refused(
+    unchanged: KnowledgeStore, name: str
+) -> None:
+    result = run("tag", str(unchanged.root), name, "--no-push")
+    assert_clean_failure(result)
+    assert "invalid tag name" in result.output
+    assert unchanged.repo.run("tag", "--list") == ""
