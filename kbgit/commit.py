@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .chunking import Chunk
+from .errors import ConfigError
 from .ingest import (
     Build,
     LoadedDoc,
@@ -125,6 +126,12 @@ def run_ingest(
     """Ingest ``source`` into ``store`` (lock held, tree repaired, hub checked)."""
     from .store import IngestResult
 
+    src, root = source.resolve(), store.root.resolve()
+    if src == root or root in src.parents or src in root.parents:
+        raise ConfigError(
+            f"{source} overlaps the store {store.root}: it would ingest the store's own files",
+            hint="keep the source folder outside the store and the store outside it",
+        )
     head, ledger, manifest = store._head_state()
     cfg = store.config
     embedder = store.embedder

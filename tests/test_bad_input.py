@@ -493,3 +493,17 @@ def test_tag_names_git_would_read_as_something_else_are_refused(
     assert_clean_failure(result)
     assert "invalid tag name" in result.output
     assert unchanged.repo.run("tag", "--list") == ""
+
+
+@pytest.mark.parametrize("where", ["store", "inside-store", "around-store"])
+def test_ingest_of_a_folder_overlapping_the_store_is_refused(
+    unchanged: KnowledgeStore, where: str
+) -> None:
+    source = {
+        "store": unchanged.root,
+        "inside-store": unchanged.root / "docs",
+        "around-store": unchanged.root.parent,
+    }[where]
+    result = run("ingest", str(unchanged.root), str(source), "--no-push")
+    assert_clean_failure(result)
+    assert "store" in result.output
