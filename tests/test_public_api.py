@@ -23,7 +23,9 @@ def test_library_does_not_import_cli_or_web_frameworks() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, kbgit, kbgit.store, kbgit.snapshot, kbgit.ingest; "
-            "print(','.join(m for m in ('click', 'flask') if m in sys.modules))")
+    code = (
+        "import sys, kbgit, kbgit.store, kbgit.snapshot, kbgit.ingest; "
+        "print(','.join(m for m in ('click', 'flask') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
