@@ -110,6 +110,11 @@ class KnowledgeStore:
             )
         self.config = config if config is not None else StoreConfig.load(self.root)
         self.repo = GitRepo(self.root)
+        if self.config.hub:
+            # kb.toml (or KBGIT_HUB) is the truth: point the git remote where it says
+            hub = _absolute_hub(self.config.hub)
+            if self.repo.remote_url(HUB_REMOTE) != hub:
+                self.repo.set_remote(HUB_REMOTE, hub)
         self._embedder = embedder
         self._cache = SegmentCache()
 

@@ -202,3 +202,17 @@ def test_kill_9_at_several_points_then_repair(store: KnowledgeStore, tmp_path: P
         elif not dirty:
             lo = mid
     assert any(dirty for _d, _c, dirty, _m in outcomes), outcomes
+
+
+def test_hub_setting_is_what_ingest_pushes_to(
+    tmp_path: Path, store: KnowledgeStore, docs: Path
+) -> None:
+    from kbgit import StoreConfig, create_hub
+
+    store.ingest(docs)
+    second = create_hub(tmp_path / "second.git")
+    cfg = StoreConfig.load(store.root, env={"KBGIT_HUB": str(second)})
+    moved = KnowledgeStore(store.root, cfg)
+    assert moved.status().hub == str(second)
+    assert moved.push()  # the whole history goes to the hub the settings name
+    assert GitRepo(second).rev_parse("refs/heads/main") == store.repo.head()
