@@ -23,7 +23,7 @@ import numpy as np
 from .errors import IntegrityError, QueryError
 from .gitrepo import GitRepo
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
-from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef
+from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef
 from .vector_index import LiveIndex, Segment, decode_segment
 
 #: extensions that must never appear in a commit: loading them would mean unpickling
@@ -236,6 +236,20 @@ def _load_segments(
     return segments, set(keys.values())
 
 
+def parse_tombstones(ref: TombstoneRef, raw: bytes) -> list[str]:
+    """Check a tombstone file against its manifest entry and return its chunk ids."""
+    _check_blob(ref.path, ref.sha256, ref.size, raw)
+    try:
+        ids = json.loads(raw)
+    except ValueError:
+        ids = None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise IntegrityError(f"{ref.path}: not a JSON list of chunk ids")
+    if len(ids) != ref.count:
+        raise IntegrityError(f"{ref.path}: {len(ids)} ids, manifest says {ref.count}")
+    return ids
+
+
 def _load_tombstones(
     repo: GitRepo, tree: dict[str, str], manifest: Manifest, segments: list[Segment]
 ) -> dict[str, set[str]]:
@@ -244,15 +258,7 @@ def _load_tombstones(
     by_name = {s.name: s for s in segments}
     dead: dict[str, set[str]] = {s.name: set() for s in manifest.segments}
     for seg, t in refs:
-        raw = blobs[tree[t.path]]
-        _check_blob(t.path, t.sha256, t.size, raw)
-        try:
-            ids = json.loads(raw)
-            assert isinstance(ids, list) and all(isinstance(i, str) for i in ids)
-        except (ValueError, AssertionError) as exc:
-            raise IntegrityError(f"{t.path}: not a JSON list of chunk ids") from exc
-        if len(ids) != t.count:
-            raise IntegrityError(f"{t.path}: {len(ids)} ids, manifest says {t.count}")
+        ids = parse_tombstones(t, blobs[tree[t.path]])
         unknown = set(ids) - set(by_name[seg.name].ids)
         if unknown:
             raise IntegrityError(f"{t.path}: tombstones unknown chunk {sorted(unknown)[0]}")

@@ -14,7 +14,6 @@ It raises :class:`IntegrityError` for the same defects as ``load_snapshot``.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from .errors import IntegrityError
 from .gitrepo import GitRepo
@@ -22,7 +21,6 @@ from .ledger import DOCS_DIR, Ledger
 from .manifest import Manifest, SegmentRef, TombstoneRef
 from .snapshot import (
     SegmentCache,
-    _check_blob,
     _check_docs,
     _check_header,
     _check_live,
@@ -31,6 +29,7 @@ from .snapshot import (
     _load_tombstones,
     _read_tree,
     no_such_revision,
+    parse_tombstones,
 )
 
 _Tree = dict[str, str]
@@ -148,16 +147,7 @@ def _read_new_tombstones(repo: GitRepo, tree: _Tree, refs: list[TombstoneRef]) -
     blobs = repo.read_blobs(tree[t.path] for t in refs)
     out = []
     for t in refs:
-        raw = blobs[tree[t.path]]
-        _check_blob(t.path, t.sha256, t.size, raw)
-        try:
-            ids = json.loads(raw)
-            assert isinstance(ids, list) and all(isinstance(i, str) for i in ids)
-        except (ValueError, AssertionError) as exc:
-            raise IntegrityError(f"{t.path}: not a JSON list of chunk ids") from exc
-        if len(ids) != t.count:
-            raise IntegrityError(f"{t.path}: {len(ids)} ids, manifest says {t.count}")
-        out.append(ids)
+        out.append(parse_tombstones(t, blobs[tree[t.path]]))
     return out
 
 
