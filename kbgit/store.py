@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -194,7 +195,7 @@ class KnowledgeStore:
         """
         if not self.needs_repair():
             return False
-        (self.root / ".git" / "index.lock").unlink(missing_ok=True)
+        self._clear_stale_index_lock()
         if self.repo.head() is not None:
             self.repo.run("reset", "--quiet", "--hard", "HEAD")
         self.repo.run("clean", "-fdq", "--", *_TRACKED)
@@ -205,6 +206,24 @@ class KnowledgeStore:
                     path.unlink()
         logger.warning("repaired %s: working tree reset to HEAD", self.root)
         return True
+
+    def _clear_stale_index_lock(self, grace: float = 10.0) -> None:
+        """Remove git's index.lock left by a killed writer.
+
+        A killed ingest can leave its git child running for a moment (kill -9 of the
+        parent does not kill the child): wait while the lock is fresh, then remove it.
+        """
+        lock = self.root / ".git" / "index.lock"
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                return
+            if age > grace:
+                break
+            time.sleep(0.05)
+        lock.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------
     def snapshot(self, rev: str = "HEAD") -> Snapshot:

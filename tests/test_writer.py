@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -134,7 +135,9 @@ def test_repair_after_a_half_written_tree(store: KnowledgeStore, docs: Path) -> 
     (store.root / "index" / ".kbgit-tmp-123-g000002.jsonl").write_bytes(b"{")
     (store.root / "ledger.json").write_text("{ truncated")
     (store.root / "docs" / "keys.md").unlink()
-    (store.root / ".git" / "index.lock").write_text("")
+    lock = store.root / ".git" / "index.lock"
+    lock.write_text("")
+    os.utime(lock, (time.time() - 60, time.time() - 60))  # left by a crash a minute ago
     assert store.needs_repair()
     assert store.status(fetch=False).dirty
     (docs / "added.md").write_text("new after crash")
@@ -146,13 +149,17 @@ def test_repair_after_a_half_written_tree(store: KnowledgeStore, docs: Path) -> 
 
 
 def _ingest_and_kill(store: KnowledgeStore, src: Path, delay: float) -> int:
+    # its own process group, so the kill also takes the git child it may be running
+    # (like a crash or an OOM kill of the whole service, not just the Python parent)
     proc = subprocess.Popen(
         [*KBGIT, "ingest", "--no-push", str(store.root), str(src)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     time.sleep(delay)
-    os.kill(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait(timeout=30)
 
 
