@@ -16,11 +16,9 @@ own ``FAISS`` class, so ``FAISS.load_local`` opens it and returns kbgit's top-k.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -91,65 +89,6 @@ class ExportResult:
 
 
 # -- reading a LangChain folder --------------------------------------------------------
-class _Inert:
-    """Stand-in for an admitted class: records its pickled state and runs no code."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
-            state = {**(state[0] or {}), **(state[1] or {})}
-        self.state = state if isinstance(state, dict) else {}
-
-    def fields(self) -> dict[str, Any]:
-        """Return the object's attributes (pydantic keeps them under ``__dict__``)."""
-        state = getattr(self, "state", {})
-        inner = state.get("__dict__")
-        return dict(inner) if isinstance(inner, dict) else dict(state)
-
-
-class _InertDocument(_Inert):
-    pass
-
-
-class _InertDocstore(_Inert):
-    pass
-
-
-#: the only globals an index.pkl may name; every one maps to an inert stand-in
-_ADMITTED: dict[tuple[str, str], type] = {
-    **{
-        (mod, "Document"): _InertDocument
-        for mod in (
-            "langchain_core.documents.base",
-            "langchain_core.documents",
-            "langchain.schema.document",
-            "langchain.schema",
-            "langchain.docstore.document",
-            "langchain_community.docstore.document",
-        )
-    },
-    **{
-        (mod, "InMemoryDocstore"): _InertDocstore
-        for mod in ("langchain_community.docstore.in_memory", "langchain.docstore.in_memory")
-    },
-    **{(mod, "set"): set for mod in ("builtins", "__builtin__")},  # protocol < 3 says __builtin__
-    **{(mod, "frozenset"): frozenset for mod in ("builtins", "__builtin__")},
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ADMITTED[(module, name)]
-        except KeyError:
-            raise PickleRefusedError(
-                f"{INDEX_PKL} names {module}.{name}, which a LangChain docstore never does",
-                hint="the file is not a LangChain FAISS docstore (or is malicious); not loaded",
-            ) from None
-
-
 def locate_folder(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """Find the save_local folder: ``path`` itself or Chatchat's ``vector_store/<model>/``.
 
@@ -170,27 +109,6 @@ def locate_folder(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
         f"{path} has no {INDEX_FAISS}",
         hint="pass a FAISS.save_local folder, or a Chatchat knowledge base folder",
     )
-
-
-def _unpickle(pkl: Path) -> tuple[dict[str, Any], dict[int, str]]:
-    logger.warning(
-        "unpickling %s because --trust-pickle was given (only LangChain docstore classes "
-        "are admitted; a pickle can run code)",
-        pkl,
-    )
-    try:
-        loaded = _RestrictedUnpickler(io.BytesIO(pkl.read_bytes())).load()
-    except PickleRefusedError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise FormatError(f"{pkl}: not a LangChain FAISS docstore pickle: {exc}") from exc
-    if not (isinstance(loaded, tuple) and len(loaded) == 2):
-        raise FormatError(f"{pkl}: expected (docstore, index_to_docstore_id)")
-    docstore, mapping = loaded
-    store_dict = docstore.fields().get("_dict") if isinstance(docstore, _InertDocstore) else None
-    if not isinstance(store_dict, dict) or not isinstance(mapping, dict):
-        raise FormatError(f"{pkl}: expected an InMemoryDocstore and a dict of ids")
-    return store_dict, mapping
 
 
 def _reconstruct(index: Any) -> np.ndarray | None:
@@ -228,7 +146,9 @@ def read_folder(folder: str | os.PathLike[str], *, trust_pickle: bool = False) -
             hint="if this folder comes from your own LangChain/Chatchat install, rerun with "
             "--trust-pickle (the kbgit store it creates holds no pickle)",
         )
-    store_dict, mapping = _unpickle(pkl)
+    from .lcpickle import InertDocument, unpickle_docstore  # the opt-in path only
+
+    store_dict, mapping = unpickle_docstore(pkl)
     index = faiss.read_index(str(folder / INDEX_FAISS))
     if sorted(mapping) != list(range(index.ntotal)):
         raise FormatError(
@@ -239,7 +159,7 @@ def read_folder(folder: str | os.PathLike[str], *, trust_pickle: bool = False) -
     for i in range(index.ntotal):
         doc_id = mapping[i]
         doc = store_dict.get(doc_id)
-        if not isinstance(doc, _InertDocument) or not isinstance(doc_id, str):
+        if not isinstance(doc, InertDocument) or not isinstance(doc_id, str):
             raise FormatError(f"{folder}: vector {i} points at no document ({doc_id!r})")
         fields = doc.fields()
         text = fields.get("page_content")

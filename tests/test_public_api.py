@@ -29,3 +29,30 @@ def test_library_does_not_import_cli_or_web_frameworks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_only_the_opt_in_langchain_import_module_imports_pickle() -> None:
+    """A standby loads stores written by any pusher: nothing on that path may unpickle."""
+    import re
+    from pathlib import Path
+
+    root = Path(kbgit.__file__).resolve().parent.parent
+    importers = sorted(
+        str(p.relative_to(root))
+        for folder in ("kbgit", "server")
+        for p in (root / folder).rglob("*.py")
+        if re.search(r"^\s*(import pickle|from pickle import)", p.read_text(), re.M)
+    )
+    assert importers == ["kbgit/lcpickle.py"]
+
+
+def test_loading_and_serving_a_store_never_imports_the_unpickler() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kbgit, kbgit.service, kbgit.sync, kbgit.hooks, kbgit.verify, server, "
+        "kbgit.cli; print('kbgit.lcpickle' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
