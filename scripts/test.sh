@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv (with test extras) and run the whole test suite: unit, real-model and
-# integration tests (nginx tests need the nginx binary: apt-get install nginx).
+# Install system packages (nginx) and .venv (with test extras), then run the whole test
+# suite: unit, real-model and integration tests (real nginx failover included).
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system-deps.sh
 bash scripts/setup.sh test
 . .venv/bin/activate
 export OMP_WAIT_POLICY=PASSIVE

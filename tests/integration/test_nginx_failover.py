@@ -33,8 +33,6 @@ from .procs import TOKEN, KbgitProc, Load, NginxProc, nginx_binary, percentile, 
 pytestmark = pytest.mark.integration
 
 NGINX = nginx_binary()
-if NGINX is None and not os.environ.get("CI"):
-    pytest.skip("nginx is not installed (apt-get install nginx)", allow_module_level=True)
 #: proxy_read_timeout of deploy/nginx/kbgit.conf
 READ_TIMEOUT = 2.0
 #: fail_timeout of the primary in deploy/nginx/kbgit.conf
@@ -77,7 +75,7 @@ class Topology:
 @pytest.fixture(scope="module")
 def topo(tmp_path_factory) -> Iterator[Topology]:
     """Start everything once for the module; stop every process at the end."""
-    assert NGINX is not None, "nginx is not installed but CI is set: install it (.ci/run does)"
+    assert NGINX is not None, "nginx is not installed: bash scripts/system-deps.sh installs it"
     tmp = tmp_path_factory.mktemp("ha")
     hub = create_hub(tmp / "hub.git")
     store = KnowledgeStore.init(tmp / "kb", hub=str(hub), config=FAKE_CONFIG)
