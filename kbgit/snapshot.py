@@ -268,10 +268,9 @@ def _load_tombstones(
     return dead
 
 
-def _check_live(
-    ledger: Ledger, manifest: Manifest, segments: list[Segment], dead: dict[str, set[str]]
-) -> None:
-    expected: dict[str, set[str]] = {s.name: set() for s in segments}
+def expected_ids(ledger: Ledger, manifest: Manifest) -> dict[str, set[str]]:
+    """Return each segment's ledger ids; check segments exist and chunk ids are unique."""
+    expected: dict[str, set[str]] = {s.name: set() for s in manifest.segments}
     seen: set[str] = set()
     for path, doc in ledger.documents.items():
         if doc.segment not in expected:
@@ -280,6 +279,13 @@ def _check_live(
             raise IntegrityError(f"ledger: {path} reuses a chunk id")
         seen.update(doc.chunks)
         expected[doc.segment].update(doc.chunks)
+    return expected
+
+
+def _check_live(
+    ledger: Ledger, manifest: Manifest, segments: list[Segment], dead: dict[str, set[str]]
+) -> None:
+    expected = expected_ids(ledger, manifest)
     total = 0
     for seg in segments:
         live = set(seg.ids) - dead[seg.name]

@@ -28,6 +28,7 @@ from .snapshot import (
     _load_segments,
     _load_tombstones,
     _read_tree,
+    expected_ids,
     no_such_revision,
     parse_tombstones,
 )
@@ -61,7 +62,7 @@ def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
         _check_live(ledger, manifest, segments, _load_tombstones(repo, tree, manifest, segments))
         _check_docs(repo, tree, ledger, SegmentCache())
         return
-    expected = _expected_ids(ledger, manifest)
+    expected = expected_ids(ledger, manifest)
     base_expected = _segment_ids(known.ledger)
     full = []
     for seg in manifest.segments:
@@ -92,20 +93,6 @@ def _segment_ids(ledger: Ledger) -> dict[str, set[str]]:
     for doc in ledger.documents.values():
         out.setdefault(doc.segment, set()).update(doc.chunks)
     return out
-
-
-def _expected_ids(ledger: Ledger, manifest: Manifest) -> dict[str, set[str]]:
-    """Return each segment's ledger ids; check segments exist and chunk ids are unique."""
-    expected: dict[str, set[str]] = {s.name: set() for s in manifest.segments}
-    seen: set[str] = set()
-    for path, doc in ledger.documents.items():
-        if doc.segment not in expected:
-            raise IntegrityError(f"ledger: {path} points at missing segment {doc.segment}")
-        if seen & set(doc.chunks) or len(set(doc.chunks)) != len(doc.chunks):
-            raise IntegrityError(f"ledger: {path} reuses a chunk id")
-        seen.update(doc.chunks)
-        expected[doc.segment].update(doc.chunks)
-    return expected
 
 
 def _same_file(tree: _Tree, base: _Base, path: str) -> bool:
