@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,24 @@ logger = logging.getLogger(__name__)
 MESSAGE_PATHS = 200
 
 
+def change_lines(
+    added: Sequence[str],
+    modified: Sequence[str],
+    deleted: Sequence[str],
+    renamed: Sequence[tuple[str, str]],
+) -> list[str]:
+    """List changed paths git-style (A/M/D/R), at most MESSAGE_PATHS of them."""
+    changes = (
+        [f"A  {p}" for p in added]
+        + [f"M  {p}" for p in modified]
+        + [f"D  {p}" for p in deleted]
+        + [f"R  {a} -> {b}" for a, b in renamed]
+    )
+    if len(changes) > MESSAGE_PATHS:
+        return [*changes[:MESSAGE_PATHS], f"... and {len(changes) - MESSAGE_PATHS} more"]
+    return changes
+
+
 def commit_message(plan: Plan, result: IngestResult, build: Build) -> str:
     """Describe an ingest as a normal git commit message with machine-readable trailers."""
     subject = (
@@ -53,15 +72,7 @@ def commit_message(plan: Plan, result: IngestResult, build: Build) -> str:
             f"({build.ledger.model_id}, {build.ledger.chunking}).",
             "",
         ]
-    changes = (
-        [f"A  {p}" for p in result.added]
-        + [f"M  {p}" for p in result.updated]
-        + [f"D  {p}" for p in result.deleted]
-        + [f"R  {a} -> {b}" for a, b in result.renamed]
-    )
-    lines += changes[:MESSAGE_PATHS]
-    if len(changes) > MESSAGE_PATHS:
-        lines.append(f"... and {len(changes) - MESSAGE_PATHS} more")
+    lines += change_lines(result.added, result.updated, result.deleted, result.renamed)
     if result.failed:
         lines += ["", "Not ingested:"] + [f"!  {f.path}: {f.reason}" for f in result.failed]
     lines += [

@@ -16,6 +16,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from .commit import change_lines
 from .config import HUB_REMOTE
 from .embeddings import load_embedder
 from .errors import ConfigError, GitError, IntegrityError, QueryError
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: changed paths listed in a rollback's commit message before "and N more"
-MESSAGE_PATHS = 200
 
 
 def fetch_tags(store: KnowledgeStore) -> None:
@@ -136,15 +135,7 @@ def _rollback_message(rev: str, snap: Snapshot, change: LedgerDiff, generation: 
         "Changes relative to the previous HEAD:",
         "",
     ]
-    paths = (
-        [f"A  {p}" for p in change.added]
-        + [f"M  {p}" for p in change.modified]
-        + [f"D  {p}" for p in change.removed]
-        + [f"R  {a} -> {b}" for a, b in change.renamed]
-    )
-    lines += paths[:MESSAGE_PATHS]
-    if len(paths) > MESSAGE_PATHS:
-        lines.append(f"... and {len(paths) - MESSAGE_PATHS} more")
+    lines += change_lines(change.added, change.modified, change.removed, change.renamed)
     lines += [
         "",
         "Kbgit-Operation: rollback",
