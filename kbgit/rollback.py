@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-
 def fetch_tags(store: KnowledgeStore) -> None:
     """Fetch the hub's tags (plain fetches use --no-tags)."""
     if store.config.hub:
