@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from kbgit import FakeEmbedder, KnowledgeStore, StoreConfig, create_hub
-from kbgit.compaction import compact, gc, objects_size
-from kbgit.snapshot import SegmentCache, Snapshot, load_snapshot
+from kbgit.format.checks import SegmentCache
+from kbgit.format.snapshot import Snapshot, load_snapshot
+from kbgit.history.compaction import compact, gc, objects_size
 
 WORDS = [f"w{i}" for i in range(2000)]
 CHUNK = 40

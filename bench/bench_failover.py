@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from kbgit import KnowledgeStore, StoreConfig, create_hub  # noqa: E402
-from kbgit.demo import render_site, shipped_site, standalone_conf, write_standalone  # noqa: E402
+from kbgit.serving.nginx import render_site, shipped_site, standalone_conf, write_standalone  # noqa: E402
 from tests.integration.procs import (  # noqa: E402
     KbgitProc,
     Load,

@@ -69,7 +69,7 @@ def bench_write(tmp: Path, texts: list[str], emb, lc_emb) -> tuple:  # noqa: ANN
 
 def bench_migrate(tmp: Path, folder: Path, emb) -> None:  # noqa: ANN001
     from kbgit import StoreConfig
-    from kbgit.interop import export_langchain, import_langchain
+    from kbgit.langchain.interop import export_langchain, import_langchain
 
     cfg = StoreConfig()
     t_keep, res = timed(import_langchain, folder.parent.parent, tmp / "imp-keep",

@@ -29,8 +29,8 @@ def _inprocess(kb: Path):  # noqa: ANN202 - returns a closure
     import torch
 
     from kbgit.embeddings import load_embedder
+    from kbgit.format.snapshot import load_snapshot
     from kbgit.gitrepo import GitRepo
-    from kbgit.snapshot import load_snapshot
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)

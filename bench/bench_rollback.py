@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 from kbgit import KnowledgeStore, StoreConfig, create_hub
-from kbgit.compaction import objects_size
-from kbgit.rollback import rollback
-from kbgit.snapshot import SegmentCache, load_snapshot
+from kbgit.format.checks import SegmentCache
+from kbgit.format.snapshot import load_snapshot
+from kbgit.history.compaction import objects_size
+from kbgit.history.rollback import rollback
 
 WORDS = [f"w{i}" for i in range(3000)]
 CHUNK = 40  # fake tokens (words) per chunk

@@ -27,7 +27,7 @@ import _serve_common as c
 import requests
 
 from kbgit import KnowledgeStore
-from kbgit import hooks as hub_hooks
+from kbgit.hub import hooks as hub_hooks
 
 
 def _served(url: str) -> tuple[str | None, float | None]:

@@ -18,9 +18,9 @@ from .errors import (
     LockedError,
     QueryError,
 )
+from .format.snapshot import Hit, Snapshot
 from .gitrepo import create_hub
-from .ingest import FileReport
-from .snapshot import Hit, Snapshot
+from .ingest.plan import FileReport
 from .store import IngestResult, KnowledgeStore, QueryResult, StoreStatus
 
 __version__ = "0.1.0"

@@ -77,26 +77,7 @@ class StoreConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> StoreConfig:
         """Build a config from a ``[store]`` table, refusing unknown keys."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) in [store]: {', '.join(unknown)}",
-                hint=f"known settings: {', '.join(sorted(known))}",
-            )
-        values: dict[str, Any] = {}
-        for key, raw in data.items():
-            want = int if known[key].type in ("int", int) else str
-            try:
-                # TOML gives typed values: no silent 3.7 -> 3, true -> 1 or ["a"] -> "['a']"
-                if isinstance(raw, bool | float) or not isinstance(raw, int | str):
-                    raise TypeError(key)
-                if want is str and not isinstance(raw, str):
-                    raise TypeError(key)
-                values[key] = want(raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"setting {key}: expected {want.__name__}, got {raw!r}") from exc
-        return cls(**values)
+        return cls(**_typed_values(cls, "store", data))
 
     @classmethod
     def load(
@@ -279,24 +260,41 @@ class ServeConfig:
 
     @classmethod
     def _from_mapping(cls, data: Mapping[str, Any]) -> ServeConfig:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) in [serve]: {', '.join(unknown)}",
-                hint=f"known settings: {', '.join(sorted(known))}",
-            )
-        values: dict[str, Any] = {}
-        for key, raw in data.items():
-            if key == "stores":
-                values[key] = _store_specs(raw)
-                continue
-            want = {"float": float, "int": int}.get(str(known[key].type), str)
-            try:
-                values[key] = want(raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"setting {key}: expected {want.__name__}, got {raw!r}") from exc
-        return cls(**values)
+        values = {k: v for k, v in data.items() if k != "stores"}
+        typed = _typed_values(cls, "serve", values)
+        if "stores" in data:
+            typed["stores"] = _store_specs(data["stores"])
+        return cls(**typed)
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+def _typed_values(cls: type, section: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a settings table against ``cls``'s fields and return its values, typed.
+
+    Strings (the environment) are parsed; TOML values must already have the field's
+    type: no silent 3.7 -> 3, true -> 1 or ["a"] -> "['a']". An int is a valid float.
+    """
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) in [{section}]: {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(sorted(known))}",
+        )
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        field_type = known[key].type
+        want = _TYPES.get(field_type if isinstance(field_type, str) else field_type.__name__, str)
+        accepted = (str,) if want is str else (str, int) if want is int else (str, int, float)
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, accepted):
+                raise TypeError(key)
+            values[key] = want(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"setting {key}: expected {want.__name__}, got {raw!r}") from exc
+    return values
 
 
 def _store_specs(raw: Any) -> tuple[StoreSpec, ...]:

@@ -8,7 +8,9 @@ KbgitError
 ├── IntegrityError     a commit whose files do not match its manifest and ledger
 │   └── FormatError    a store written in a format this version cannot read
 ├── DocumentError      one source file that cannot be read (reported; the others still ingest)
-└── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
+├── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
+├── NotReadyError      a served store has no verified snapshot loaded yet (HTTP 503)
+└── PickleRefusedError a LangChain index.pkl kbgit will not unpickle (not trusted / not LangChain)
 """
 
 from __future__ import annotations
@@ -60,3 +62,11 @@ class QueryError(KbgitError):
 
 class DocumentError(KbgitError):
     """A source document that is unsupported, empty, binary, undecodable or corrupt."""
+
+
+class NotReadyError(KbgitError):
+    """The store has no verified snapshot loaded yet (the server answers 503)."""
+
+
+class PickleRefusedError(KbgitError):
+    """An ``index.pkl`` that kbgit will not unpickle (not trusted, or not a LangChain one)."""

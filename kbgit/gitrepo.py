@@ -254,3 +254,13 @@ class GitRepo:
     def remote_head(self, remote: str, branch: str) -> str | None:
         """Return the last fetched commit of ``remote``/``branch``, or None."""
         return self.rev_parse(f"refs/remotes/{remote}/{branch}")
+
+
+def absolute_remote(url: str) -> str:
+    """Make a local repository path absolute (git resolves relative ones against the clone).
+
+    URLs (``scheme://``) and scp-like ``host:path`` remotes are returned unchanged.
+    """
+    if not url or "://" in url or (":" in url.split("/")[0] and not Path(url).exists()):
+        return url
+    return str(Path(url).resolve())

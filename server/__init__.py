@@ -16,9 +16,9 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from kbgit.config import ServeConfig
-from kbgit.errors import KbgitError, QueryError
-from kbgit.service import NotReadyError, ServiceRegistry
-from kbgit.sync import Follower
+from kbgit.errors import KbgitError, NotReadyError, QueryError
+from kbgit.serving.follower import Follower
+from kbgit.serving.service import ServiceRegistry
 
 from .api import bp
 from .metrics import AppMetrics

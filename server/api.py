@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kbgit.config import MAX_K
 from kbgit.errors import IntegrityError, QueryError
-from kbgit.service import KnowledgeService
+from kbgit.serving.service import KnowledgeService
 
 from .state import AppState, BadRequest, NotFound, Unauthorized
 

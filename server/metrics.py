@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from kbgit.service import ServiceRegistry
+from kbgit.serving.service import ServiceRegistry
 
 #: query latency buckets in seconds: 21.7 ms is a typical 100k-vector query on 2 cores
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -19,8 +19,8 @@ from waitress import create_server, wasyncore
 
 from kbgit.config import ServeConfig
 from kbgit.errors import ConfigError, KbgitError
-from kbgit.service import EmbedderPool, KnowledgeService, ServiceRegistry
-from kbgit.sync import Follower
+from kbgit.serving.follower import Follower
+from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
 
 from . import create_app
 

@@ -6,8 +6,8 @@ import dataclasses
 from typing import Any
 
 from kbgit.config import ServeConfig
-from kbgit.service import ServiceRegistry
-from kbgit.sync import Follower
+from kbgit.serving.follower import Follower
+from kbgit.serving.service import ServiceRegistry
 
 from .metrics import AppMetrics
 

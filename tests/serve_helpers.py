@@ -84,8 +84,8 @@ def push_raw(store: KnowledgeStore) -> None:
 
 def chunk_ids(store_or_hub: Path, commit: str) -> dict[str, str]:
     """Return {chunk id: source} of a commit's ledger, read with git."""
+    from kbgit.format.ledger import LEDGER_PATH, Ledger
     from kbgit.gitrepo import GitRepo
-    from kbgit.ledger import LEDGER_PATH, Ledger
 
     raw = GitRepo(store_or_hub).read_file(commit, LEDGER_PATH)
     assert raw is not None

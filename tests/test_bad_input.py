@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from kbgit import KnowledgeStore, StoreConfig, create_hub
 from kbgit.cli import main
-from kbgit.ledger import Ledger
+from kbgit.format.ledger import Ledger
 from server.run import Server
 
 from .conftest import FAKE_CONFIG, write_docs

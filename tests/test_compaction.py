@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from kbgit import KnowledgeStore
-from kbgit.compaction import compact, gc
 from kbgit.gitrepo import GitRepo
-from kbgit.history import log
-from kbgit.rollback import rollback
+from kbgit.history.compaction import compact, gc
+from kbgit.history.log import log
+from kbgit.history.rollback import rollback
 
 from .conftest import FAKE_CONFIG, write_docs
 

@@ -13,14 +13,14 @@ from click.testing import CliRunner
 
 from kbgit import FormatError, IntegrityError, KnowledgeStore, QueryError
 from kbgit.cli import main
-from kbgit.compaction import compact
 from kbgit.config import StoreConfig
 from kbgit.errors import ConfigError
+from kbgit.format.ledger import LEDGER_PATH
+from kbgit.format.manifest import MANIFEST_PATH, Manifest
 from kbgit.gitrepo import GitRepo
-from kbgit.history import RevisionCache, diff, log, show
-from kbgit.ledger import LEDGER_PATH
-from kbgit.manifest import MANIFEST_PATH, Manifest
-from kbgit.rollback import rollback, tag
+from kbgit.history.compaction import compact
+from kbgit.history.log import RevisionCache, diff, log, show
+from kbgit.history.rollback import rollback, tag
 
 from .conftest import FAKE_CONFIG, write_docs
 
@@ -403,7 +403,8 @@ def test_rollback_refuses_a_model_this_host_cannot_load(history) -> None:
 
 def test_rollback_tag_and_compaction_pass_the_hubs_verifying_hook(history, hub) -> None:
     """The pre-receive hook verifies each pushed commit; history writes all pass it."""
-    hooks = pytest.importorskip("kbgit.hooks")
+    from kbgit.hub import hooks
+
     kb, commits, _ = history
     assert (hub / "hooks" / "pre-receive") in hooks.install(hub)
     assert rollback(kb, commits[0]).pushed

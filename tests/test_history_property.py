@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from kbgit import FakeEmbedder, KnowledgeStore, create_hub
-from kbgit.chunking import split_sections
-from kbgit.compaction import compact
-from kbgit.documents import load_document
+from kbgit.format.ledger import DOCS_DIR
 from kbgit.gitrepo import GitRepo
-from kbgit.ledger import DOCS_DIR
-from kbgit.rollback import rollback, tag
+from kbgit.history.compaction import compact
+from kbgit.history.rollback import rollback, tag
+from kbgit.ingest.chunking import split_sections
+from kbgit.ingest.documents import load_document
 
 from .conftest import FAKE_CONFIG, write_docs
 
@@ -166,8 +166,9 @@ def test_follower_serves_each_rollback_and_compaction(
     store: KnowledgeStore, docs: Path, hub: Path, tmp_path: Path
 ) -> None:
     """The sync daemon's follower fast-forwards through rollbacks and a compaction."""
-    sync = pytest.importorskip("kbgit.sync")
-    service_mod = pytest.importorskip("kbgit.service")
+    from kbgit.serving import follower as sync
+    from kbgit.serving import service as service_mod
+
     kb = store
     first = kb.ingest(docs).commit
     service = service_mod.KnowledgeService("kb", tmp_path / "replica", role="standby")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from kbgit import KnowledgeStore
-from kbgit import hooks as hub_hooks
 from kbgit.config import StoreSpec
 from kbgit.errors import ConfigError, GitError
 from kbgit.gitrepo import GitRepo
+from kbgit.hub import hooks as hub_hooks
 
 from .conftest import REPO_ROOT, write_docs
 from .serve_helpers import TOKEN, corrupt_commit, start_server, wait_until

@@ -23,8 +23,9 @@ from kbgit import (
     StoreConfig,
 )
 from kbgit.cli import main
-from kbgit.interop import PickleRefusedError, export_langchain, import_langchain
+from kbgit.errors import PickleRefusedError
 from kbgit.langchain import EmbeddingsEmbedder, KbgitEmbeddings, KbgitVectorStore
+from kbgit.langchain.interop import export_langchain, import_langchain
 
 from .conftest import FAKE_CONFIG
 

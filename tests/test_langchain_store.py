@@ -12,8 +12,8 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from kbgit import ConfigError, DocumentError, KnowledgeStore, QueryError
 from kbgit.langchain import EmbeddingsEmbedder, KbgitEmbeddings, KbgitVectorStore
-from kbgit.lcdocs import doc_path
-from kbgit.metadata_filter import metadata_matcher
+from kbgit.langchain.documents import doc_path
+from kbgit.langchain.filters import metadata_matcher
 
 TEXTS = [
     (

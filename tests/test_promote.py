@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from kbgit import KnowledgeStore
 from kbgit.cli import main
 from kbgit.config import ServeConfig
-from kbgit.demo import render_site, shipped_site, standalone_conf
 from kbgit.embeddings import BUNDLED_MODEL_ID
 from kbgit.errors import ConfigError, HubMovedError, LockedError
+from kbgit.format.ledger import Ledger
 from kbgit.gitrepo import GitRepo
-from kbgit.ha import ORPHAN_PREFIX, promote, rejoin, settings_from_ledger
-from kbgit.ledger import Ledger
-from kbgit.service import KnowledgeService
-from kbgit.sync import OK, UPDATED, Follower
+from kbgit.serving.failover import ORPHAN_PREFIX, promote, rejoin, settings_from_ledger
+from kbgit.serving.follower import OK, UPDATED, Follower
+from kbgit.serving.nginx import render_site, shipped_site, standalone_conf
+from kbgit.serving.service import KnowledgeService
 
 from .conftest import REPO_ROOT, write_docs
 

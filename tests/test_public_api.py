@@ -24,7 +24,7 @@ def test_library_does_not_import_cli_or_web_frameworks() -> None:
     import sys
 
     code = (
-        "import sys, kbgit, kbgit.store, kbgit.snapshot, kbgit.ingest; "
+        "import sys, kbgit, kbgit.store, kbgit.format.snapshot, kbgit.ingest.plan; "
         "print(','.join(m for m in ('click', 'flask') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -43,7 +43,7 @@ def test_only_the_opt_in_langchain_import_module_imports_pickle() -> None:
         for p in (root / folder).rglob("*.py")
         if re.search(r"^\s*(import pickle|from pickle import)", p.read_text(), re.M)
     )
-    assert importers == ["kbgit/lcpickle.py"]
+    assert importers == ["kbgit/langchain/unpickler.py"]
 
 
 def test_loading_and_serving_a_store_never_imports_the_unpickler() -> None:
@@ -51,8 +51,8 @@ def test_loading_and_serving_a_store_never_imports_the_unpickler() -> None:
     import sys
 
     code = (
-        "import sys, kbgit, kbgit.service, kbgit.sync, kbgit.hooks, kbgit.verify, server, "
-        "kbgit.cli; print('kbgit.lcpickle' in sys.modules)"
+        "import sys, kbgit, kbgit.serving.service, kbgit.serving.follower, kbgit.hub.hooks, kbgit.format.verify, server, "
+        "kbgit.cli; print('kbgit.langchain.unpickler' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

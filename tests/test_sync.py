@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from kbgit import KnowledgeStore
-from kbgit.service import KnowledgeService, NotReadyError
-from kbgit.sync import DIVERGED, ERROR, OK, REFUSED, UPDATED, Follower
+from kbgit.errors import NotReadyError
+from kbgit.serving.follower import DIVERGED, ERROR, OK, REFUSED, UPDATED, Follower
+from kbgit.serving.service import KnowledgeService
 
 from .conftest import write_docs
 from .serve_helpers import corrupt_commit, push_raw, restore_commit

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kbgit import IntegrityError, KnowledgeStore
-from kbgit.vector_index import decode_vectors
+from kbgit.format.vector_index import decode_vectors
 
 
 def commit_all(store: KnowledgeStore, message: str = "hand edit") -> None:
@@ -139,7 +139,8 @@ def _rewrite_json(path: Path, edit) -> None:
 
 def test_warm_cache_still_checks_manifest_claims(ingested: KnowledgeStore) -> None:
     """A server's cache of verified blobs must not let a lying manifest through."""
-    from kbgit.snapshot import SegmentCache, load_snapshot
+    from kbgit.format.checks import SegmentCache
+    from kbgit.format.snapshot import load_snapshot
 
     cache = SegmentCache()
     load_snapshot(ingested.repo, "HEAD", cache=cache)  # warm: every blob verified once
@@ -156,7 +157,8 @@ def test_warm_cache_still_checks_manifest_claims(ingested: KnowledgeStore) -> No
 def test_warm_cache_still_checks_ledger_document_hashes(ingested: KnowledgeStore) -> None:
     import hashlib
 
-    from kbgit.snapshot import SegmentCache, load_snapshot
+    from kbgit.format.checks import SegmentCache
+    from kbgit.format.snapshot import load_snapshot
 
     cache = SegmentCache()
     load_snapshot(ingested.repo, "HEAD", cache=cache)

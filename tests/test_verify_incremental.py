@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from kbgit import IntegrityError, KnowledgeStore
-from kbgit import hooks as hub_hooks
-from kbgit.compaction import compact
 from kbgit.config import StoreConfig
 from kbgit.errors import GitError
+from kbgit.format.snapshot import load_snapshot
+from kbgit.format.verify import verify_commit
 from kbgit.gitrepo import GitRepo
-from kbgit.rollback import rollback
-from kbgit.snapshot import load_snapshot, verify_commit
+from kbgit.history.compaction import compact
+from kbgit.history.rollback import rollback
+from kbgit.hub import hooks as hub_hooks
 
 from .conftest import write_docs
 

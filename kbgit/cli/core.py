@@ -79,7 +79,7 @@ def init(store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: 
     )
 
 
-class _Bars:
+class ProgressBars:
     """tqdm progress bars, one per ingest stage, on stderr."""
 
     LABELS = {"hash": "hashing", "load": "reading", "embed": "embedding"}
@@ -137,7 +137,7 @@ def ingest(
     Example: kbgit ingest ./kb ./my-docs
     """
     kb = KnowledgeStore(store)
-    bars = _Bars(sys.stderr.isatty() if progress is None else progress)
+    bars = ProgressBars(sys.stderr.isatty() if progress is None else progress)
     try:
         result = kb.ingest(
             source,

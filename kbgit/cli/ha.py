@@ -22,7 +22,7 @@ def promote(replica: Path, model: str | None, author: str | None, as_json: bool)
 
     Example: kbgit promote /var/lib/kbgit/replica
     """
-    from ..ha import promote as do_promote
+    from ..serving.failover import promote as do_promote
 
     res = do_promote(replica, model=model, author=author)
     if as_json:
@@ -54,7 +54,7 @@ def rejoin(store: Path, as_json: bool) -> None:
 
     Example: kbgit rejoin /var/lib/kbgit/kb && kbgit standby /srv/kb-hub.git /var/lib/kbgit/kb
     """
-    from ..ha import rejoin as do_rejoin
+    from ..serving.failover import rejoin as do_rejoin
 
     res = do_rejoin(store)
     if as_json:
@@ -87,7 +87,7 @@ def nginx_config(primary: str, standby: str, listen: str, standalone: Path | Non
 
     Example: kbgit nginx-config --primary 10.0.0.1:8000 --standby 10.0.0.2:8000 > kbgit.conf
     """
-    from ..demo import render_site, shipped_site, write_standalone
+    from ..serving.nginx import render_site, shipped_site, write_standalone
 
     if standalone is None:
         text = render_site(shipped_site(), primary=primary, standby=standby, listen=listen)

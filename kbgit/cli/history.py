@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from .. import compaction, history
-from .. import rollback as rollback_mod
+from ..history import compaction
+from ..history import log as history
+from ..history import rollback as rollback_mod
 from ..store import KnowledgeStore
 from . import emit_json, main
 from .core import STORE

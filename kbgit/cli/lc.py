@@ -11,7 +11,7 @@ import click
 from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
 from ..store import KnowledgeStore
 from . import emit_json, main
-from .core import STORE, _Bars
+from .core import STORE, ProgressBars
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -69,9 +69,9 @@ def import_lc(
       kbgit import-langchain ~/chatchat/knowledge_base/ops ./kb --trust-pickle
     """
     cfg = StoreConfig(model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, hub=hub_url)
-    bars = _Bars(sys.stderr.isatty() if progress is None else progress)
+    bars = ProgressBars(sys.stderr.isatty() if progress is None else progress)
     try:
-        from ..interop import import_langchain
+        from ..langchain.interop import import_langchain
 
         res = import_langchain(
             source,
@@ -101,7 +101,7 @@ def import_lc(
 @click.argument("dest", required=False, metavar="DEST", type=click.Path(file_okay=False))
 @click.option(
     "--metric",
-    type=click.Choice(("ip", "l2")),  # kbgit.interop.METRICS (imported lazily: slow)
+    type=click.Choice(("ip", "l2")),  # kbgit.langchain.interop.METRICS (imported lazily: slow)
     default="ip",
     show_default=True,
     help="FAISS index metric: ip (scores = cosine) or l2 (same ranking).",
@@ -117,7 +117,7 @@ def export_lc(store: Path, rev: str, dest: str | None, metric: str, as_json: boo
     """
     if dest is None:  # click cannot put an optional argument first: REV was DEST
         rev, dest = "HEAD", rev
-    from ..interop import export_langchain
+    from ..langchain.interop import export_langchain
 
     res = export_langchain(KnowledgeStore(store), dest, rev, metric=metric)
     if as_json:

@@ -111,7 +111,7 @@ def hooks_install(
 
     Example: kbgit hooks install /srv/kb-hub.git --notify http://127.0.0.1:8002
     """
-    from .. import hooks as hub_hooks
+    from ..hub import hooks as hub_hooks
 
     paths = hub_hooks.install(hub, notify=notify, token=token, python=python, force=force)
     for path in paths:
@@ -128,7 +128,7 @@ def hook(name: str) -> None:
     """
     import os
 
-    from .. import hooks as hub_hooks
+    from ..hub import hooks as hub_hooks
 
     text = sys.stdin.read()
     if name == "post-receive":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from kbgit.demo import write_standalone
+from kbgit.serving.nginx import write_standalone
 
 TOKEN = "integration-token"
 QUERIES = ("rotate api keys", "restore drills", "vpn handshake", "on-call shifts")

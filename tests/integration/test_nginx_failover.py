@@ -24,8 +24,8 @@ import pytest
 import requests
 
 from kbgit import KnowledgeStore, create_hub
-from kbgit import hooks as hub_hooks
-from kbgit.ha import ORPHAN_PREFIX
+from kbgit.hub import hooks as hub_hooks
+from kbgit.serving.failover import ORPHAN_PREFIX
 
 from ..conftest import FAKE_CONFIG, write_docs
 from .procs import TOKEN, KbgitProc, Load, NginxProc, nginx_binary, percentile, served_by, wait_for

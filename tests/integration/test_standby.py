@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from kbgit import KnowledgeStore
-from kbgit import hooks as hub_hooks
 from kbgit.gitrepo import GitRepo
+from kbgit.hub import hooks as hub_hooks
 
 from ..conftest import write_docs
 from ..serve_helpers import chunk_ids, corrupt_commit, wait_until

@@ -1,6 +1,6 @@
 """Serving state: the verified snapshot a server answers from, and how it is swapped.
 
-A :class:`KnowledgeService` holds one store's current :class:`~kbgit.snapshot.Snapshot`
+A :class:`KnowledgeService` holds one store's current :class:`~kbgit.format.snapshot.Snapshot`
 and the embedder its ledger names, as a single immutable pair. A reload verifies and
 loads the new commit beside the old one, then replaces the pair with one reference
 assignment: a query reads the pair once, so every answer comes wholly from one commit,
@@ -24,13 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import MAX_K
-from .embeddings import Embedder, load_embedder
-from .errors import KbgitError, QueryError
-from .gitrepo import GitRepo
-from .manifest import MANIFEST_PATH, Manifest
-from .snapshot import SegmentCache, Snapshot, load_snapshot
-from .store import QueryResult
+from ..config import MAX_K
+from ..embeddings import Embedder, load_embedder
+from ..errors import KbgitError, NotReadyError, QueryError
+from ..format.checks import SegmentCache
+from ..format.manifest import MANIFEST_PATH, Manifest
+from ..format.snapshot import Snapshot, load_snapshot
+from ..gitrepo import GitRepo
+from ..store import QueryResult
 
 logger = logging.getLogger(__name__)
 
@@ -363,10 +364,6 @@ class KnowledgeService:
             "reloads": self.reloads,
             "last_reload_seconds": self.last_reload_seconds,
         }
-
-
-class NotReadyError(KbgitError):
-    """The store has no verified snapshot loaded yet (the server answers 503)."""
 
 
 class ServiceRegistry:

@@ -1,6 +1,7 @@
 """nginx in front of a primary and a standby: the shipped config, with your addresses.
 
-``deploy/nginx/kbgit.conf`` is the one config: production copies it to conf.d; the demo,
+``kbgit/serving/kbgit-nginx.conf`` (shipped in the wheel; ``deploy/nginx/kbgit.conf`` in a
+checkout links to it) is the one config: production copies it to conf.d; the demo,
 the integration test and the failover benchmark render it with their own addresses and
 wrap it in a small main config that runs nginx as an unprivileged-looking process of its
 own (pid, logs and temp files under one directory, nothing under /var).
@@ -16,26 +17,26 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: addresses in the shipped config (deploy/nginx/kbgit.conf)
 SHIPPED_PRIMARY = "127.0.0.1:8001"
 SHIPPED_STANDBY = "127.0.0.1:8002"
 SHIPPED_LISTEN = "127.0.0.1:8080"
-#: where the shipped config lives in a checkout of the repository
-SITE_PATH = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "kbgit.conf"
+#: the shipped site config: package data, so an installed wheel has it too
+SITE_PATH = Path(__file__).resolve().with_name("kbgit-nginx.conf")
 
 _ADDR = re.compile(r"^[A-Za-z0-9.\[\]:_-]+:\d{1,5}$")
 
 
 def shipped_site(path: str | os.PathLike[str] | None = None) -> str:
-    """Return the text of the shipped site config (deploy/nginx/kbgit.conf)."""
+    """Return the text of the shipped site config (kbgit/serving/kbgit-nginx.conf)."""
     path = Path(path) if path is not None else SITE_PATH
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
-            f"cannot read {path}: {exc}", hint="run from a checkout of kbgit (deploy/nginx)"
+            f"cannot read {path}: {exc}", hint="reinstall kbgit: the package ships this file"
         ) from exc
 
 

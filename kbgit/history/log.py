@@ -4,25 +4,25 @@ Every commit is a complete snapshot, so history needs no extra format: :func:`lo
 reads the ``Kbgit-*`` trailers each kbgit commit carries (and falls back to diffing
 ledgers for commits made with plain git), :func:`diff` compares two ledgers, and
 :class:`RevisionCache` serves read-only queries at any revision. Writing history
-(rollback, tags) lives in :mod:`kbgit.rollback`, compaction and gc in
-:mod:`kbgit.compaction`.
+(rollback, tags) lives in :mod:`kbgit.history.rollback`, compaction and gc in
+:mod:`kbgit.history.compaction`.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 import threading
 from typing import Any
 
-from .errors import QueryError
-from .gitrepo import GitRepo
-from .ledger import LEDGER_PATH, Ledger
-from .manifest import MANIFEST_PATH, Manifest
-from .snapshot import SegmentCache, Snapshot, load_snapshot, no_such_revision
+from ..errors import QueryError
+from ..format import trailers
+from ..format.checks import SegmentCache, no_such_revision
+from ..format.ledger import LEDGER_PATH, Ledger
+from ..format.manifest import MANIFEST_PATH, Manifest
+from ..format.snapshot import Snapshot, load_snapshot
+from ..gitrepo import GitRepo
 
-_TRAILER = re.compile(r"^Kbgit-([A-Za-z-]+):\s*(.*)$")
 _FIELD, _RECORD = "\x1f", "\x1e"
 
 
@@ -151,31 +151,19 @@ def tags_by_commit(repo: GitRepo) -> dict[str, list[str]]:
     return tags
 
 
-def _trailers(body: str) -> dict[str, str]:
-    found = (_TRAILER.match(line.strip()) for line in body.splitlines())
-    return {m.group(1).lower(): m.group(2).strip() for m in found if m}
-
-
-def _int(trailers: dict[str, str], key: str) -> int:
-    try:
-        return int(trailers.get(key, "0"))
-    except ValueError:
-        return 0
-
-
 def _entry_from_trailers(head: dict[str, Any], tr: dict[str, str]) -> LogEntry:
     kind = tr.get("operation", "ingest")
     return LogEntry(
         **head,
         kind=kind,
-        added=_int(tr, "added"),
-        updated=_int(tr, "updated"),
-        deleted=_int(tr, "deleted"),
-        renamed=_int(tr, "renamed"),
-        vectors=_int(tr, "vectors") if "vectors" in tr else None,
-        vectors_added=_int(tr, "vectors-added"),
-        vectors_deleted=_int(tr, "vectors-deleted"),
-        generation=_int(tr, "generation") if "generation" in tr else None,
+        added=trailers.count(tr, "added"),
+        updated=trailers.count(tr, "updated"),
+        deleted=trailers.count(tr, "deleted"),
+        renamed=trailers.count(tr, "renamed"),
+        vectors=trailers.count(tr, "vectors") if "vectors" in tr else None,
+        vectors_added=trailers.count(tr, "vectors-added"),
+        vectors_deleted=trailers.count(tr, "vectors-deleted"),
+        generation=trailers.count(tr, "generation") if "generation" in tr else None,
         rollback_to=tr.get("rollback-to"),
     )
 
@@ -222,7 +210,7 @@ def log(repo: GitRepo, rev: str = "HEAD", *, limit: int | None = None) -> list[L
             "subject": subject,
             "tags": sorted(tags.get(sha.strip(), [])),
         }
-        tr = _trailers(body)
+        tr = trailers.parse(body)
         kbgit_made = subject.startswith("kbgit ") and "vectors" in tr
         entries.append(
             _entry_from_trailers(head, tr) if kbgit_made else _entry_from_ledgers(repo, head)

@@ -16,16 +16,23 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
-from .gitrepo import GitRepo
-from .ledger import LEDGER_PATH, Ledger
-from .manifest import INDEX_DIR, MANIFEST_PATH, FileRef, Manifest, SegmentRef, segment_name
-from .rollback import commit_checked
-from .snapshot import SegmentCache, Snapshot, load_snapshot, sha256
-from .vector_index import encode_segment
+from ..errors import ConfigError
+from ..format.checks import SegmentCache
+from ..format.ledger import LEDGER_PATH, Ledger
+from ..format.manifest import (
+    MANIFEST_PATH,
+    Manifest,
+    SegmentRef,
+    new_segment,
+    segment_name,
+    sha256,
+)
+from ..format.snapshot import Snapshot, load_snapshot
+from ..format.trailers import Trailers
+from ..gitrepo import GitRepo
 
 if TYPE_CHECKING:
-    from .store import KnowledgeStore
+    from ..store import KnowledgeStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +77,8 @@ def build_compaction(snap: Snapshot) -> Compaction:
     writes: dict[str, bytes] = {}
     segments: tuple[SegmentRef, ...] = ()
     if rows:
-        faiss_raw, rows_raw = encode_segment(snap.index.vectors(), rows)
-        refs = {}
-        for kind, raw in (("faiss", faiss_raw), ("jsonl", rows_raw)):
-            path = f"{INDEX_DIR}/{name}.{kind}"
-            writes[path] = raw
-            refs[kind] = FileRef(path, sha256(raw), len(raw))
-        segments = (SegmentRef(name, len(rows), old.dim, refs["faiss"], refs["jsonl"]),)
+        ref, writes = new_segment(name, snap.index.vectors(), rows, old.dim)
+        segments = (ref,)
     docs = {p: dataclasses.replace(d, segment=name) for p, d in snap.ledger.documents.items()}
     ledger = dataclasses.replace(snap.ledger, documents=docs)
     ledger_raw = ledger.to_bytes()
@@ -94,20 +96,27 @@ def is_compact(manifest: Manifest) -> bool:
     return len(manifest.segments) <= 1 and not any(s.tombstones for s in manifest.segments)
 
 
-def _message(snap: Snapshot, result: CompactResult, generation: int) -> str:
-    return (
+def _describe(
+    snap: Snapshot, result: CompactResult, generation: int
+) -> tuple[str, list[str], Trailers]:
+    subject = (
         f"kbgit compact: {result.segments_before} segments -> {result.segments_after}, "
-        f"{result.vectors_dropped} tombstoned vectors dropped\n\n"
-        f"Every live vector of {snap.commit[:12]} now sits in one segment; search results\n"
-        "are unchanged. Older segments remain in history for rollback.\n\n"
-        "Kbgit-Operation: compact\n"
-        f"Kbgit-Compacted-Segments: {result.segments_before}\n"
-        "Kbgit-Added: 0\nKbgit-Updated: 0\nKbgit-Deleted: 0\nKbgit-Renamed: 0\n"
-        f"Kbgit-Vectors-Added: 0\nKbgit-Vectors-Deleted: 0\n"
-        f"Kbgit-Vectors-Dropped: {result.vectors_dropped}\n"
-        f"Kbgit-Vectors: {result.vectors}\n"
-        f"Kbgit-Generation: {generation}\n"
+        f"{result.vectors_dropped} tombstoned vectors dropped"
     )
+    body = [
+        f"Every live vector of {snap.commit[:12]} now sits in one segment; search results",
+        "are unchanged. Older segments remain in history for rollback.",
+    ]
+    trailers = Trailers(
+        vectors=result.vectors,
+        generation=generation,
+        operation="compact",
+        extra=(
+            ("Compacted-Segments", str(result.segments_before)),
+            ("Vectors-Dropped", str(result.vectors_dropped)),
+        ),
+    )
+    return subject, body, trailers
 
 
 def compact(
@@ -119,9 +128,7 @@ def compact(
     wait: bool = True,
 ) -> CompactResult:
     """Merge HEAD's segments into one, drop tombstoned rows, commit, verify and push."""
-    with store.lock(wait=wait):
-        store.repair()
-        store._check_hub()
+    with store.writer.transaction(wait=wait) as txn:
         cache = SegmentCache()
         snap = load_snapshot(store.repo, "HEAD", cache=cache)
         old = snap.manifest
@@ -139,10 +146,13 @@ def compact(
         )
         if dry_run or (is_compact(old) and not force):
             return dataclasses.replace(result, dry_run=dry_run)
-        message = _message(snap, result, plan.manifest.generation)
-        commit = commit_checked(store, plan.writes, message, cache, deletes=plan.deletes)
+        for path in plan.deletes:
+            txn.delete(path)
+        for path, data in plan.writes.items():
+            txn.write(path, data)
+        commit = txn.commit(*_describe(snap, result, plan.manifest.generation), verify=cache)
         logger.info("compacted %d segments into %s", len(old.segments), commit[:12])
-        pushed = store.push() if push else False
+        pushed = txn.push() if push else False
         return dataclasses.replace(result, commit=commit, pushed=pushed)
 
 

@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import IntegrityError
-from .gitrepo import GitRepo
-from .ledger import DOCS_DIR, Ledger
-from .manifest import Manifest, SegmentRef, TombstoneRef
-from .snapshot import (
+from ..errors import IntegrityError
+from ..gitrepo import GitRepo
+from .checks import (
     SegmentCache,
-    _check_docs,
-    _check_header,
-    _check_live,
-    _claims,
-    _load_segments,
-    _load_tombstones,
-    _read_tree,
+    check_docs,
+    check_header,
+    check_live,
     expected_ids,
+    live_mismatch,
+    load_segments,
+    load_tombstones,
     no_such_revision,
     parse_tombstones,
+    read_tree,
+    segment_claims,
 )
+from .ledger import DOCS_DIR, Ledger
+from .manifest import Manifest, SegmentRef, TombstoneRef
 
 _Tree = dict[str, str]
 
@@ -50,17 +51,17 @@ def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
     commit = repo.rev_parse(rev)
     if commit is None:
         raise no_such_revision(repo, rev)
-    tree, ledger, manifest, ledger_raw = _read_tree(repo, commit)
-    _check_header(ledger, manifest, ledger_raw, tree)
+    tree, ledger, manifest, ledger_raw = read_tree(repo, commit)
+    check_header(ledger, manifest, ledger_raw, tree)
     names = [s.name for s in manifest.segments]
     if len(set(names)) != len(names):  # its rows would be live twice
         twice = sorted(n for n in set(names) if names.count(n) > 1)[0]
         raise IntegrityError(f"manifest lists segment {twice} twice")
     known = _read_base(repo, base, commit)
     if known is None:  # no accepted base: everything, as load_snapshot does
-        segments, _keys = _load_segments(repo, tree, manifest, SegmentCache())
-        _check_live(ledger, manifest, segments, _load_tombstones(repo, tree, manifest, segments))
-        _check_docs(repo, tree, ledger, SegmentCache())
+        segments, _keys = load_segments(repo, tree, manifest, SegmentCache())
+        check_live(ledger, manifest, segments, load_tombstones(repo, tree, manifest, segments))
+        check_docs(repo, tree, ledger, SegmentCache())
         return
     expected = expected_ids(ledger, manifest)
     base_expected = _segment_ids(known.ledger)
@@ -72,7 +73,7 @@ def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
     total = sum(s.vectors - s.deleted for s in manifest.segments)
     if total != manifest.live_vectors:
         raise IntegrityError(f"{total} live vectors, manifest says {manifest.live_vectors}")
-    _check_docs(repo, tree, ledger, _docs_cache(known))
+    check_docs(repo, tree, ledger, _docs_cache(known))
 
 
 def _read_base(repo: GitRepo, base: str | None, commit: str) -> _Base | None:
@@ -81,7 +82,7 @@ def _read_base(repo: GitRepo, base: str | None, commit: str) -> _Base | None:
     if base_commit is None or not repo.is_ancestor(base_commit, commit):
         return None
     try:
-        tree, ledger, manifest, _raw = _read_tree(repo, base_commit)
+        tree, ledger, manifest, _raw = read_tree(repo, base_commit)
     except IntegrityError:  # an accepted base always parses; if not, trust nothing
         return None
     return _Base(tree, ledger, {s.name: s for s in manifest.segments})
@@ -111,7 +112,7 @@ def _check_trusted(
     old = base.segments.get(seg.name)
     if (
         old is None
-        or _claims(old) != _claims(seg)
+        or segment_claims(old) != segment_claims(seg)
         or (old.faiss.path, old.rows.path) != (seg.faiss.path, seg.rows.path)
         or not (_same_file(tree, base, seg.faiss.path) and _same_file(tree, base, seg.rows.path))
     ):
@@ -125,7 +126,7 @@ def _check_trusted(
         set().union(*killed)
     ):
         return False  # unknown, dead or twice-tombstoned ids: the full check names them
-    _compare_live(seg.name, live_at_base - set().union(*killed), expected)
+    live_mismatch(seg.name, live_at_base - set().union(*killed), expected)
     return True
 
 
@@ -149,21 +150,10 @@ def _check_full(
     if not refs:
         return
     part = dataclasses.replace(manifest, segments=tuple(refs))
-    segments, _keys = _load_segments(repo, tree, part, SegmentCache())
-    dead = _load_tombstones(repo, tree, part, segments)
+    segments, _keys = load_segments(repo, tree, part, SegmentCache())
+    dead = load_tombstones(repo, tree, part, segments)
     for seg in segments:
-        _compare_live(seg.name, set(seg.ids) - dead[seg.name], expected[seg.name])
-
-
-def _compare_live(name: str, live: set[str], expected: set[str]) -> None:
-    if live != expected:
-        extra, gone = sorted(live - expected), sorted(expected - live)
-        what = (
-            f"live chunk {extra[0]} is in no ledger document"
-            if extra
-            else f"ledger chunk {gone[0]} is not live in the segment"
-        )
-        raise IntegrityError(f"segment {name}: {what}")
+        live_mismatch(seg.name, set(seg.ids) - dead[seg.name], expected[seg.name])
 
 
 def _docs_cache(base: _Base) -> SegmentCache:

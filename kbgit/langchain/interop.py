@@ -26,28 +26,24 @@ import faiss
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from .config import StoreConfig
-from .embeddings import Embedder, load_embedder
-from .errors import ConfigError, FormatError, KbgitError
-from .fsio import write_atomic
-from .gitrepo import GitRepo
-from .ingest import ProgressFn
-from .lcdocs import LcDoc, commit_documents
-from .snapshot import Snapshot
-from .store import KnowledgeStore
+from ..config import StoreConfig
+from ..embeddings import Embedder, load_embedder
+from ..errors import ConfigError, FormatError, PickleRefusedError
+from ..format.snapshot import Snapshot
+from ..fsio import write_atomic
+from ..gitrepo import GitRepo
+from ..ingest.plan import ProgressFn
+from ..store import KnowledgeStore
+from .documents import LcDoc, commit_documents
 
 logger = logging.getLogger(__name__)
 
 INDEX_FAISS = "index.faiss"
-INDEX_PKL = "index.pkl"
 EXPORT_INFO = "kbgit-export.json"
 #: the model Chatchat and most LangChain tutorials embed with, if the caller does not say
 DEFAULT_SOURCE_MODEL = "all-MiniLM-L6-v2"
 METRICS = ("ip", "l2")
-
-
-class PickleRefusedError(KbgitError):
-    """An ``index.pkl`` that kbgit will not unpickle (not trusted, or not a LangChain one)."""
+INDEX_PKL = "index.pkl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +142,7 @@ def read_folder(folder: str | os.PathLike[str], *, trust_pickle: bool = False) -
             hint="if this folder comes from your own LangChain/Chatchat install, rerun with "
             "--trust-pickle (the kbgit store it creates holds no pickle)",
         )
-    from .lcpickle import InertDocument, unpickle_docstore  # the opt-in path only
+    from .unpickler import InertDocument, unpickle_docstore  # the opt-in path only
 
     store_dict, mapping = unpickle_docstore(pkl)
     index = faiss.read_index(str(folder / INDEX_FAISS))
@@ -242,7 +238,7 @@ def _to_faiss(snap: Snapshot, metric: str) -> Any:
     from langchain_community.vectorstores.utils import DistanceStrategy
     from langchain_core.documents import Document
 
-    from .langchain import hit_document
+    from .vectorstore import hit_document
 
     rows = [row for _seg, row in snap.index.rows()]
     docs = {

@@ -1,53 +1,24 @@
-"""Load one commit of a store as a verified, searchable snapshot.
+"""The checks every verification runs: a commit's tree, header, segments, tombstones, docs.
 
-:func:`load_snapshot` is both ``kbgit verify`` and the loader every server uses: it
-reads the commit's blobs straight from git (never the working tree, which a concurrent
-ingest may be rewriting), checks every file against the manifest and the manifest
-against the ledger, and raises :class:`IntegrityError` naming the first mismatch. A
-snapshot is immutable, so a server swaps one in with a single reference assignment and
-every query is answered wholly from one commit.
+Shared by :func:`kbgit.format.snapshot.load_snapshot` (full check + searchable index) and
+:func:`kbgit.format.verify.verify_commit` (incremental check for the hub's hook). Each
+raises :class:`IntegrityError` naming the first mismatch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import math
 import threading
-from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
-
-from .errors import IntegrityError, QueryError
-from .gitrepo import GitRepo
+from ..errors import IntegrityError, QueryError
+from ..gitrepo import GitRepo
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
-from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef
-from .vector_index import LiveIndex, Segment, decode_segment
+from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef, sha256
+from .vector_index import Segment, decode_segment
 
 #: extensions that must never appear in a commit: loading them would mean unpickling
 FORBIDDEN_SUFFIXES = (".pkl", ".pickle")
-
-
-def sha256(data: bytes) -> str:
-    """Return the hex sha256 of data."""
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class Hit:
-    """One ranked chunk of a query answer."""
-
-    score: float
-    chunk_id: str
-    source: str
-    text: str
-    meta: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the JSON form used by the CLI and the HTTP API."""
-        return dataclasses.asdict(self)
 
 
 class SegmentCache:
@@ -97,65 +68,13 @@ class SegmentCache:
             self._docs = {b: v for b, v in self._docs.items() if b in docs}
 
 
-def _claims(ref: SegmentRef) -> tuple:
+def segment_claims(ref: SegmentRef) -> tuple:
+    """Return the manifest facts a segment's bytes are verified against."""
     return (ref.faiss.sha256, ref.faiss.size, ref.rows.sha256, ref.rows.size, ref.vectors, ref.dim)
 
 
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """One verified commit of a store, ready to search."""
-
-    commit: str
-    commit_time: int
-    ledger: Ledger
-    manifest: Manifest
-    index: LiveIndex
-    sources: dict[str, str]
-    cache_keys: frozenset[tuple[str, str]] = frozenset()
-    doc_blobs: frozenset[str] = frozenset()
-
-    @property
-    def vectors(self) -> int:
-        """Return the number of live vectors."""
-        return len(self.index)
-
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int = 5,
-        *,
-        source: str | Sequence[str] | None = None,
-        score_threshold: float | None = None,
-    ) -> list[Hit]:
-        """Return the k best chunks for a query vector.
-
-        ``source`` keeps only documents whose path starts with the given prefix (or one
-        of several prefixes); ``score_threshold`` drops hits scoring below it.
-        """
-        if not 1 <= k <= 10_000:
-            raise QueryError(f"k must be between 1 and 10000, got {k}")
-        if score_threshold is not None and not math.isfinite(score_threshold):
-            raise QueryError(f"score_threshold must be a finite number, got {score_threshold}")
-        allowed = None
-        if source is not None:
-            prefixes = (source,) if isinstance(source, str) else tuple(source)
-            if not all(isinstance(p, str) for p in prefixes):
-                raise QueryError("filter.source must be a string or a list of strings")
-            allowed = [
-                i
-                for i, (_seg, row) in enumerate(self.index.rows())
-                if self.sources[row.id].startswith(prefixes)
-            ]
-        hits = [
-            Hit(m.score, m.row.id, self.sources[m.row.id], m.row.text, m.row.meta)
-            for m in self.index.search(vector, k, allowed)
-        ]
-        if score_threshold is not None:
-            hits = [h for h in hits if h.score >= score_threshold]
-        return hits
-
-
-def _read_tree(repo: GitRepo, commit: str) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
+def read_tree(repo: GitRepo, commit: str) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
+    """Read a commit's tree, ledger and manifest; refuse pickle files."""
     tree = repo.ls_tree(commit)
     for path in tree:
         if path.lower().endswith(FORBIDDEN_SUFFIXES):
@@ -170,9 +89,10 @@ def _read_tree(repo: GitRepo, commit: str) -> tuple[dict[str, str], Ledger, Mani
     return tree, ledger, manifest, ledger_raw
 
 
-def _check_header(
+def check_header(
     ledger: Ledger, manifest: Manifest, ledger_raw: bytes, tree: dict[str, str]
 ) -> None:
+    """Check ledger hash, model, and that the index files are exactly the manifest's."""
     if manifest.ledger_sha256 != sha256(ledger_raw):
         raise IntegrityError(f"{LEDGER_PATH} does not match the sha256 in {MANIFEST_PATH}")
     if (manifest.model_id, manifest.dim) != (ledger.model_id, ledger.dim):
@@ -197,34 +117,36 @@ def _check_header(
             )
 
 
-def _check_blob(ref_path: str, ref_sha: str, ref_size: int, data: bytes) -> None:
+def check_blob(ref_path: str, ref_sha: str, ref_size: int, data: bytes) -> None:
+    """Check one blob's size and sha256 against its manifest or ledger claim."""
     if len(data) != ref_size:
         raise IntegrityError(f"{ref_path}: {len(data)} bytes, manifest says {ref_size}")
     if sha256(data) != ref_sha:
         raise IntegrityError(f"{ref_path}: sha256 mismatch (file changed or corrupt)")
 
 
-def _load_segments(
+def load_segments(
     repo: GitRepo, tree: dict[str, str], manifest: Manifest, cache: SegmentCache
 ) -> tuple[list[Segment], set[tuple[str, str]]]:
+    """Verify and decode the segments not in ``cache``; return all and their keys."""
     keys = {s.name: (tree[s.faiss.path], tree[s.rows.path]) for s in manifest.segments}
     missing = [s for s in manifest.segments if cache.get(keys[s.name]) is None]
     blobs = repo.read_blobs([b for s in missing for b in keys[s.name]])
     for seg in missing:
         faiss_raw, rows_raw = (blobs[b] for b in keys[seg.name])
-        _check_blob(seg.faiss.path, seg.faiss.sha256, seg.faiss.size, faiss_raw)
-        _check_blob(seg.rows.path, seg.rows.sha256, seg.rows.size, rows_raw)
+        check_blob(seg.faiss.path, seg.faiss.sha256, seg.faiss.size, faiss_raw)
+        check_blob(seg.rows.path, seg.rows.sha256, seg.rows.size, rows_raw)
         cache.put(
             keys[seg.name],
             decode_segment(seg.name, faiss_raw, rows_raw, vectors=seg.vectors, dim=seg.dim),
-            _claims(seg),
+            segment_claims(seg),
         )
     segments = []
     for ref in manifest.segments:
         seg = cache.get(keys[ref.name])
         if seg is not None:
             # same bytes as a segment verified before: the manifest must still tell the truth
-            if cache.claims(keys[ref.name]) != _claims(ref):
+            if cache.claims(keys[ref.name]) != segment_claims(ref):
                 raise IntegrityError(
                     f"{ref.faiss.path}: manifest sha256/size/vector count do not match its content"
                 )
@@ -238,7 +160,7 @@ def _load_segments(
 
 def parse_tombstones(ref: TombstoneRef, raw: bytes) -> list[str]:
     """Check a tombstone file against its manifest entry and return its chunk ids."""
-    _check_blob(ref.path, ref.sha256, ref.size, raw)
+    check_blob(ref.path, ref.sha256, ref.size, raw)
     try:
         ids = json.loads(raw)
     except ValueError:
@@ -250,9 +172,10 @@ def parse_tombstones(ref: TombstoneRef, raw: bytes) -> list[str]:
     return ids
 
 
-def _load_tombstones(
+def load_tombstones(
     repo: GitRepo, tree: dict[str, str], manifest: Manifest, segments: list[Segment]
 ) -> dict[str, set[str]]:
+    """Read and check every tombstone file; return the dead ids per segment."""
     refs = [(seg, t) for seg in manifest.segments for t in seg.tombstones]
     blobs = repo.read_blobs(tree[t.path] for _seg, t in refs)
     by_name = {s.name: s for s in segments}
@@ -282,30 +205,36 @@ def expected_ids(ledger: Ledger, manifest: Manifest) -> dict[str, set[str]]:
     return expected
 
 
-def _check_live(
+def live_mismatch(name: str, live: set[str], expected: set[str]) -> None:
+    """Raise IntegrityError if a segment's live ids differ from the ledger's."""
+    if live != expected:
+        extra, gone = sorted(live - expected), sorted(expected - live)
+        what = (
+            f"live chunk {extra[0]} is in no ledger document"
+            if extra
+            else f"ledger chunk {gone[0]} is not live in the segment"
+        )
+        raise IntegrityError(f"segment {name}: {what}")
+
+
+def check_live(
     ledger: Ledger, manifest: Manifest, segments: list[Segment], dead: dict[str, set[str]]
 ) -> None:
+    """Check each segment's live ids against the ledger, and the manifest's live count."""
     expected = expected_ids(ledger, manifest)
     total = 0
     for seg in segments:
         live = set(seg.ids) - dead[seg.name]
         total += len(live)
-        if live != expected[seg.name]:
-            extra = sorted(live - expected[seg.name])
-            gone = sorted(expected[seg.name] - live)
-            what = (
-                f"live chunk {extra[0]} is in no ledger document"
-                if extra
-                else (f"ledger chunk {gone[0]} is not live in the segment")
-            )
-            raise IntegrityError(f"segment {seg.name}: {what}")
+        live_mismatch(seg.name, live, expected[seg.name])
     if total != manifest.live_vectors:
         raise IntegrityError(f"{total} live vectors, manifest says {manifest.live_vectors}")
 
 
-def _check_docs(
+def check_docs(
     repo: GitRepo, tree: dict[str, str], ledger: Ledger, cache: SegmentCache
 ) -> set[str]:
+    """Check docs/ against the ledger (blobs verified once per cache); return blob ids."""
     prefix = DOCS_DIR + "/"
     present = {p[len(prefix) :]: b for p, b in tree.items() if p.startswith(prefix)}
     if set(present) - set(ledger.documents):
@@ -329,7 +258,7 @@ def _check_docs(
     blobs = repo.read_blobs(todo.values())
     for path, blob in todo.items():
         doc = ledger.documents[path]
-        _check_blob(f"{DOCS_DIR}/{path}", doc.sha256, doc.size, blobs[blob])
+        check_blob(f"{DOCS_DIR}/{path}", doc.sha256, doc.size, blobs[blob])
         cache.add_doc(blob, doc.sha256, doc.size)
     others = [
         p
@@ -349,41 +278,3 @@ def no_such_revision(repo: GitRepo, rev: str) -> QueryError:
             hint=f"ingest documents first: kbgit ingest {repo.path} DOCS",
         )
     return QueryError(f"no such revision: {rev}", hint="list revisions with: kbgit log STORE")
-
-
-def load_snapshot(
-    repo: GitRepo, rev: str = "HEAD", *, cache: SegmentCache | None = None
-) -> Snapshot:
-    """Verify commit ``rev`` completely and return it as a searchable snapshot."""
-    commit = repo.rev_parse(rev)
-    if commit is None:
-        raise no_such_revision(repo, rev)
-    cache = cache if cache is not None else SegmentCache()
-    tree, ledger, manifest, ledger_raw = _read_tree(repo, commit)
-    _check_header(ledger, manifest, ledger_raw, tree)
-    segments, keys = _load_segments(repo, tree, manifest, cache)
-    dead = _load_tombstones(repo, tree, manifest, segments)
-    _check_live(ledger, manifest, segments, dead)
-    docs = _check_docs(repo, tree, ledger, cache)
-    index = LiveIndex(segments, dead, manifest.dim)
-    return Snapshot(
-        commit,
-        repo.commit_time(commit),
-        ledger,
-        manifest,
-        index,
-        ledger.chunk_sources(),
-        frozenset(keys),
-        frozenset(docs),
-    )
-
-
-def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
-    """Verify ``rev`` without building its index, trusting files unchanged since ``base``.
-
-    Raises IntegrityError for the same defects as :func:`load_snapshot`; ``base`` must be
-    a commit verified before (kbgit/verify.py). Without one, every file is checked.
-    """
-    from .verify import verify_commit as _verify_commit
-
-    _verify_commit(repo, rev, base=base)

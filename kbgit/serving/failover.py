@@ -31,15 +31,17 @@ from pathlib import Path
 
 import filelock
 
-from .config import CONFIG_NAME, DEFAULT_BRANCH, HUB_REMOTE, StoreConfig
-from .embeddings import BUNDLED_MODEL, BUNDLED_MODEL_ID, FAKE_PREFIX
-from .errors import ConfigError, GitError, HubMovedError, LockedError
-from .fsio import write_atomic
-from .gitrepo import GitRepo
-from .ledger import LEDGER_PATH, Ledger
-from .snapshot import SegmentCache, load_snapshot
-from .store import LOCK_NAME, KnowledgeStore
-from .sync import FOLLOWER_LOCK
+from ..config import CONFIG_NAME, DEFAULT_BRANCH, HUB_REMOTE, StoreConfig
+from ..embeddings import BUNDLED_MODEL, BUNDLED_MODEL_ID, FAKE_PREFIX
+from ..errors import ConfigError, GitError, HubMovedError, LockedError
+from ..format.checks import SegmentCache
+from ..format.ledger import LEDGER_PATH, Ledger
+from ..format.snapshot import load_snapshot
+from ..fsio import write_atomic
+from ..gitrepo import GitRepo
+from ..store import KnowledgeStore
+from ..writer import LOCK_NAME
+from .follower import FOLLOWER_LOCK
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
-from .errors import DocumentError
+from ..errors import DocumentError
 
 logger = logging.getLogger(__name__)
 

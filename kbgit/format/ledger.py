@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from .errors import FormatError
+from ..errors import FormatError
 
 FORMAT_VERSION = 1
 LEDGER_PATH = "ledger.json"

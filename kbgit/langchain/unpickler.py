@@ -1,6 +1,6 @@
 """The one place kbgit unpickles: a LangChain ``index.pkl``, only with ``--trust-pickle``.
 
-Imported lazily by :func:`kbgit.interop.read_folder` after the caller opted in; nothing
+Imported lazily by :func:`kbgit.langchain.interop.read_folder` after the caller opted in; nothing
 that loads a kbgit store (servers, standbys, hooks, verify) imports this module. The
 unpickler admits only LangChain's docstore and Document classes, each replaced by an
 inert stand-in that runs no code; any other global (``os.system``, ...) is refused.
@@ -14,8 +14,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from .errors import FormatError
-from .interop import INDEX_PKL, PickleRefusedError
+from ..errors import FormatError, PickleRefusedError
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ADMITTED[(module, name)]
         except KeyError:
             raise PickleRefusedError(
-                f"{INDEX_PKL} names {module}.{name}, which a LangChain docstore never does",
+                f"index.pkl names {module}.{name}, which a LangChain docstore never does",
                 hint="the file is not a LangChain FAISS docstore (or is malicious); not loaded",
             ) from None
 

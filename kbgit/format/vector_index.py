@@ -21,7 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .errors import IntegrityError, QueryError
+from ..errors import IntegrityError, QueryError
 
 _FLAT_IP = b"IxFI"
 # fourcc, d (int32), ntotal (int64), two unused int64, is_trained (bool), metric (int32),

@@ -16,18 +16,19 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from .commit import change_lines
-from .config import HUB_REMOTE
-from .embeddings import load_embedder
-from .errors import ConfigError, GitError, IntegrityError, QueryError
-from .fsio import write_atomic
-from .gitrepo import GitRepo
-from .history import LedgerDiff, check_rev, diff_ledgers, read_state, resolve
-from .manifest import MANIFEST_PATH
-from .snapshot import SegmentCache, Snapshot, load_snapshot
+from ..config import HUB_REMOTE
+from ..embeddings import load_embedder
+from ..errors import ConfigError, GitError, IntegrityError, QueryError
+from ..format.checks import SegmentCache
+from ..format.manifest import MANIFEST_PATH
+from ..format.snapshot import Snapshot, load_snapshot
+from ..format.trailers import Trailers
+from ..gitrepo import GitRepo
+from ..ingest.commit import change_lines
+from .log import LedgerDiff, check_rev, diff_ledgers, read_state, resolve
 
 if TYPE_CHECKING:
-    from .store import KnowledgeStore
+    from ..store import KnowledgeStore
 
 logger = logging.getLogger(__name__)
 
@@ -53,57 +54,6 @@ def verified_target(store: KnowledgeStore, rev: str, action: str, cache: Segment
         ) from exc
 
 
-def _verify_or_undo(store: KnowledgeStore, commit: str, parent: str, cache: SegmentCache) -> str:
-    try:
-        load_snapshot(store.repo, commit, cache=cache)
-    except IntegrityError:
-        store.repo.run("reset", "--quiet", "--hard", parent)
-        logger.error("commit %s failed verification and was undone", commit[:12])
-        raise
-    return commit
-
-
-def commit_checked(
-    store: KnowledgeStore,
-    writes: dict[str, bytes],
-    message: str,
-    cache: SegmentCache,
-    *,
-    deletes: tuple[str, ...] | list[str] = (),
-) -> str:
-    """Commit the working tree plus ``writes``; verify the commit, or undo it and raise."""
-    parent = store.repo.head() or "HEAD"
-    return _verify_or_undo(store, store.write_commit(writes, deletes, message), parent, cache)
-
-
-def commit_with_source(
-    store: KnowledgeStore, manifest: bytes, message: str, source: str, cache: SegmentCache
-) -> str:
-    """Commit the working tree plus ``manifest`` with parents HEAD and ``source``, verified.
-
-    The second parent costs nothing to standbys (HEAD is the first parent, so it is a
-    fast-forward) and lets git's push and fetch skip every object ``source`` has: without
-    it git sends again each blob of REV that HEAD's tree lacks (its ledger, documents
-    changed since), because it only compares trees of the commits it walks through.
-    """
-    head = store.repo.head()
-    assert head is not None
-    write_atomic(store.root / MANIFEST_PATH, manifest)
-    store.repo.run("add", "--", MANIFEST_PATH)
-    tree = store.repo.run("write-tree")
-    commit = store.repo.run(
-        *_author_env(store), "commit-tree", tree, "-p", head, "-p", source, "-F", "-",
-        input=message.encode(),
-    )  # fmt: skip
-    store.repo.run("update-ref", "-m", "kbgit rollback", "HEAD", commit, head)
-    return _verify_or_undo(store, commit, head, cache)
-
-
-def _author_env(store: KnowledgeStore) -> list[str]:
-    name, _, email = store.config.author.partition(" <")
-    return ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
-
-
 # -- rollback -----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class RollbackResult:
@@ -125,30 +75,30 @@ class RollbackResult:
         return self.commit is None and not self.dry_run
 
 
-def _rollback_message(rev: str, snap: Snapshot, change: LedgerDiff, generation: int) -> str:
+def _describe(
+    rev: str, snap: Snapshot, change: LedgerDiff, generation: int
+) -> tuple[str, list[str], Trailers]:
     when = datetime.datetime.fromtimestamp(snap.commit_time, datetime.UTC)
-    lines = [
-        f"kbgit rollback: to {rev if rev != snap.commit else snap.commit[:12]}",
-        "",
+    subject = f"kbgit rollback: to {rev if rev != snap.commit else snap.commit[:12]}"
+    body = [
         f"The store is restored to {snap.commit} of {when:%Y-%m-%d %H:%M:%S} UTC.",
         "Changes relative to the previous HEAD:",
         "",
+        *change_lines(change.added, change.modified, change.removed, change.renamed),
     ]
-    lines += change_lines(change.added, change.modified, change.removed, change.renamed)
-    lines += [
-        "",
-        "Kbgit-Operation: rollback",
-        f"Kbgit-Rollback-To: {snap.commit}",
-        f"Kbgit-Added: {len(change.added)}",
-        f"Kbgit-Updated: {len(change.modified)}",
-        f"Kbgit-Deleted: {len(change.removed)}",
-        f"Kbgit-Renamed: {len(change.renamed)}",
-        f"Kbgit-Vectors-Added: {change.chunks_added}",
-        f"Kbgit-Vectors-Deleted: {change.chunks_removed}",
-        f"Kbgit-Vectors: {snap.manifest.live_vectors}",
-        f"Kbgit-Generation: {generation}",
-    ]
-    return "\n".join(lines) + "\n"
+    trailers = Trailers(
+        added=len(change.added),
+        updated=len(change.modified),
+        deleted=len(change.removed),
+        renamed=len(change.renamed),
+        vectors_added=change.chunks_added,
+        vectors_deleted=change.chunks_removed,
+        vectors=snap.manifest.live_vectors,
+        generation=generation,
+        operation="rollback",
+        extra=(("Rollback-To", snap.commit),),
+    )
+    return subject, body, trailers
 
 
 def _same_store(repo: GitRepo, head: str, target: str) -> bool:
@@ -198,10 +148,8 @@ def rollback(
     The commit's first parent is HEAD; its second parent is REV (when REV is in HEAD's
     history and ``linear`` is false), so the push sends nothing REV already has.
     """
-    with store.lock(wait=wait):
-        store.repair()
-        store._check_hub()
-        head, head_ledger, head_manifest = store._head_state()
+    with store.writer.transaction(wait=wait) as txn:
+        head, head_ledger, head_manifest = txn.head, txn.ledger, txn.manifest
         if head is None or head_ledger is None or head_manifest is None:
             raise QueryError(f"{store.root} has no commits to roll back")
         cache = SegmentCache()
@@ -217,15 +165,19 @@ def rollback(
             return result
         if dry_run:
             return dataclasses.replace(result, dry_run=True)
-        manifest = dataclasses.replace(snap.manifest, generation=generation).to_bytes()
-        message = _rollback_message(rev, snap, change, generation)
-        store.repo.run("read-tree", "--reset", "-u", snap.commit)
-        if linear or not store.repo.is_ancestor(snap.commit, head):
-            commit = commit_checked(store, {MANIFEST_PATH: manifest}, message, cache)
-        else:
-            commit = commit_with_source(store, manifest, message, snap.commit, cache)
+        txn.restore_tree(snap.commit)
+        txn.write(
+            MANIFEST_PATH, dataclasses.replace(snap.manifest, generation=generation).to_bytes()
+        )
+        # REV as a second parent (when it is in HEAD's history) costs standbys nothing (HEAD
+        # is the first parent: a fast-forward) and lets git's push and fetch skip every
+        # object REV has; without it git sends again each blob of REV that HEAD's tree lacks
+        second = None if linear or not store.repo.is_ancestor(snap.commit, head) else snap.commit
+        commit = txn.commit(
+            *_describe(rev, snap, change, generation), second_parent=second, verify=cache
+        )
         logger.info("rolled back to %s as %s", snap.commit[:12], commit[:12])
-        pushed = store.push() if push else False
+        pushed = txn.push() if push else False
         return dataclasses.replace(result, commit=commit, pushed=pushed)
 
 
@@ -268,7 +220,9 @@ def tag(
         text = message or (
             f"kbgit tag {name}: {len(snap.ledger.documents)} documents, {snap.vectors} vectors"
         )
-        store.repo.run(*_author_env(store), "tag", "--annotate", name, "-m", text, snap.commit)
+        store.repo.run(
+            *store.writer.author_args(), "tag", "--annotate", name, "-m", text, snap.commit
+        )
         pushed = False
         if push and store.config.hub:
             try:

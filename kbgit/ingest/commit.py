@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..embeddings import Embedder
+from ..errors import ConfigError
+from ..format.ledger import DOCS_DIR, Ledger
+from ..format.trailers import Trailers
 from .chunking import Chunk
-from .errors import ConfigError
-from .ingest import (
+from .jsondocs import LOADER, decode_doc
+from .plan import (
     Build,
+    FileReport,
     LoadedDoc,
     Plan,
     ProgressFn,
@@ -27,13 +32,34 @@ from .ingest import (
     plan_changes,
     scan_folder,
 )
-from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
-from .manifest import MANIFEST_PATH
 
 if TYPE_CHECKING:
-    from .store import IngestResult, KnowledgeStore
+    from ..writer import Transaction
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    """What one ingest did."""
+
+    commit: str | None
+    added: list[str]
+    updated: list[str]
+    skipped: int
+    deleted: list[str]
+    renamed: list[tuple[str, str]]
+    failed: list[FileReport]
+    chunks_added: int
+    chunks_deleted: int
+    reembedded: bool
+    pushed: bool
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether every file was ingested."""
+        return not self.failed
+
 
 #: changed paths listed in a commit message before it says "and N more"
 MESSAGE_PATHS = 200
@@ -57,73 +83,62 @@ def change_lines(
     return changes
 
 
-def commit_message(plan: Plan, result: IngestResult, build: Build) -> str:
-    """Describe an ingest as a normal git commit message with machine-readable trailers."""
+def describe(plan: Plan, result: IngestResult, build: Build) -> tuple[str, list[str], Trailers]:
+    """Describe an ingest as a commit subject, body lines and trailers."""
     subject = (
         f"kbgit ingest: {len(result.added)} added, {len(result.updated)} updated, "
         f"{result.skipped} skipped, {len(result.deleted)} deleted"
     )
     if result.renamed:
         subject += f", {len(result.renamed)} renamed"
-    lines = [subject, ""]
+    body: list[str] = []
     if plan.reembed_all:
-        lines += [
+        body += [
             f"Model or chunking changed: every document re-embedded "
             f"({build.ledger.model_id}, {build.ledger.chunking}).",
             "",
         ]
-    lines += change_lines(result.added, result.updated, result.deleted, result.renamed)
+    body += change_lines(result.added, result.updated, result.deleted, result.renamed)
     if result.failed:
-        lines += ["", "Not ingested:"] + [f"!  {f.path}: {f.reason}" for f in result.failed]
-    lines += [
-        "",
-        f"Kbgit-Added: {len(result.added)}",
-        f"Kbgit-Updated: {len(result.updated)}",
-        f"Kbgit-Deleted: {len(result.deleted)}",
-        f"Kbgit-Renamed: {len(result.renamed)}",
-        f"Kbgit-Skipped: {result.skipped}",
-        f"Kbgit-Vectors-Added: {build.chunks_added}",
-        f"Kbgit-Vectors-Deleted: {build.chunks_deleted}",
-        f"Kbgit-Vectors: {build.manifest.live_vectors}",
-        f"Kbgit-Generation: {build.manifest.generation}",
-    ]
-    return "\n".join(lines) + "\n"
+        body += ["", "Not ingested:"] + [f"!  {f.path}: {f.reason}" for f in result.failed]
+    trailers = Trailers(
+        added=len(result.added),
+        updated=len(result.updated),
+        deleted=len(result.deleted),
+        renamed=len(result.renamed),
+        skipped=result.skipped,
+        vectors_added=build.chunks_added,
+        vectors_deleted=build.chunks_deleted,
+        vectors=build.manifest.live_vectors,
+        generation=build.manifest.generation,
+    )
+    return subject, body, trailers
 
 
 def _doc_writes(
-    store: KnowledgeStore,
-    head: str | None,
-    old: Ledger,
-    build: Build,
-    loaded: list[LoadedDoc],
-    plan: Plan,
+    txn: Transaction, old: Ledger, build: Build, loaded: list[LoadedDoc], plan: Plan
 ) -> None:
     for doc in loaded:
         build.writes[f"{DOCS_DIR}/{doc.path}"] = doc.data
     for old_path, new_path in plan.renamed:
-        data = store.repo.read_file(head or "HEAD", f"{DOCS_DIR}/{old_path}")
+        data = txn.repo.read_file(txn.head or "HEAD", f"{DOCS_DIR}/{old_path}")
         if data is None:
             raise FileNotFoundError(f"{DOCS_DIR}/{old_path} missing from HEAD")
         build.writes[f"{DOCS_DIR}/{new_path}"] = data
     for path in set(old.documents) - set(build.ledger.documents):
         build.deletes.append(f"{DOCS_DIR}/{path}")
-    if LEDGER_PATH not in build.writes:  # build_ingest already serialized it
-        build.writes[LEDGER_PATH] = build.ledger.to_bytes()
-    build.writes[MANIFEST_PATH] = build.manifest.to_bytes()
 
 
-def _reload_stored_docs(store: KnowledgeStore, head: str | None, ledger: Ledger) -> list[LoadedDoc]:
+def _reload_stored_docs(txn: Transaction, ledger: Ledger) -> list[LoadedDoc]:
     """Return documents written through the API (not from a folder), to re-embed them as-is.
 
     They live only in the store (``docs/.langchain/...``): a model change must carry them
     over with their ids, text and metadata, never drop them.
     """
-    from .lcdocs import LOADER, decode_doc
-
     paths = [p for p, d in ledger.documents.items() if d.loader == LOADER]
     out = []
     for path in paths:
-        data = store.repo.read_file(head or "HEAD", f"{DOCS_DIR}/{path}")
+        data = txn.repo.read_file(txn.head or "HEAD", f"{DOCS_DIR}/{path}")
         if data is None:
             raise FileNotFoundError(f"{DOCS_DIR}/{path} missing from HEAD")
         doc = decode_doc(data)
@@ -132,20 +147,22 @@ def _reload_stored_docs(store: KnowledgeStore, head: str | None, ledger: Ledger)
 
 
 def run_ingest(
-    store: KnowledgeStore, source: Path, *, keep_missing: bool, progress: ProgressFn | None
+    txn: Transaction,
+    embedder: Embedder,
+    source: Path,
+    *,
+    keep_missing: bool,
+    progress: ProgressFn | None,
 ) -> IngestResult:
-    """Ingest ``source`` into ``store`` (lock held, tree repaired, hub checked)."""
-    from .store import IngestResult
-
-    src, root = source.resolve(), store.root.resolve()
+    """Ingest ``source`` into ``store`` within the writer transaction ``txn``."""
+    src, root = source.resolve(), txn.writer.root.resolve()
     if src == root or root in src.parents or src in root.parents:
         raise ConfigError(
-            f"{source} overlaps the store {store.root}: it would ingest the store's own files",
+            f"{source} overlaps the store {txn.writer.root}: it would ingest the store's own files",
             hint="keep the source folder outside the store and the store outside it",
         )
-    head, ledger, manifest = store._head_state()
-    cfg = store.config
-    embedder = store.embedder
+    ledger, manifest = txn.ledger, txn.manifest
+    cfg = txn.writer.config
     reembed = ledger is not None and not ledger.same_settings(
         embedder.model_id, embedder.dim, cfg.chunking
     )
@@ -166,7 +183,7 @@ def run_ingest(
     )
     failed = sorted(problems + failed, key=lambda f: f.path)
     if reembed and ledger is not None:
-        stored = _reload_stored_docs(store, head, ledger)
+        stored = _reload_stored_docs(txn, ledger)
         loaded += stored
         plan.updated += [d.path for d in stored]
     ok = {d.path for d in loaded}
@@ -204,8 +221,12 @@ def run_ingest(
         dim=embedder.dim,
         chunking=cfg.chunking,
     )
-    _doc_writes(store, head, old, build, loaded, plan)
-    commit = store.write_commit(build.writes, build.deletes, commit_message(plan, result, build))
+    _doc_writes(txn, old, build, loaded, plan)
+    for path, data in build.writes.items():
+        txn.write(path, data)
+    for path in build.deletes:
+        txn.delete(path)
+    commit = txn.commit(*describe(plan, result, build))
     logger.info("ingest committed %s", commit[:12])
     return dataclasses.replace(
         result,

@@ -10,14 +10,24 @@ A segment whose rows are all tombstoned is dropped with its tombstones.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from .errors import FormatError
+import numpy as np
+
+from ..errors import FormatError
 from .ledger import FORMAT_VERSION
+from .vector_index import Row, encode_segment
 
 MANIFEST_PATH = "manifest.json"
 INDEX_DIR = "index"
+
+
+def sha256(data: bytes) -> str:
+    """Return the hex sha256 of data."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def segment_name(generation: int) -> str:
@@ -146,3 +156,17 @@ class Manifest:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{MANIFEST_PATH} is malformed: {exc!r}") from exc
+
+
+def new_segment(
+    name: str, vectors: np.ndarray, rows: Sequence[Row], dim: int
+) -> tuple[SegmentRef, dict[str, bytes]]:
+    """Encode a segment's FAISS and rows files; return its manifest entry and the files."""
+    faiss_raw, rows_raw = encode_segment(vectors, rows)
+    writes: dict[str, bytes] = {}
+    refs = {}
+    for kind, raw in (("faiss", faiss_raw), ("jsonl", rows_raw)):
+        path = f"{INDEX_DIR}/{name}.{kind}"
+        writes[path] = raw
+        refs[kind] = FileRef(path, sha256(raw), len(raw))
+    return SegmentRef(name, len(rows), dim, refs["faiss"], refs["jsonl"]), writes

@@ -24,14 +24,13 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import filelock
 import schedule
 
-from .config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
-from .errors import GitError, IntegrityError, KbgitError
-from .gitrepo import GitRepo
+from ..config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
+from ..errors import GitError, IntegrityError, KbgitError
+from ..gitrepo import GitRepo, absolute_remote
 from .service import KnowledgeService, Loaded
 
 logger = logging.getLogger(__name__)
@@ -65,13 +64,6 @@ class SyncResult:
         return self.status in (OK, UPDATED)
 
 
-def absolute_hub(hub: str) -> str:
-    """Make a local hub path absolute (git resolves relative ones against the replica)."""
-    if hub and "://" not in hub and Path(hub).exists():
-        return str(Path(hub).resolve())
-    return hub
-
-
 def redact(url: str) -> str:
     """Strip credentials from a URL before it is shown or logged."""
     return re.sub(r"(://)[^/@]+@", r"\1", url)
@@ -90,7 +82,7 @@ class Follower:
         backoff_max: float = DEFAULT_BACKOFF_MAX,
     ) -> None:
         self.service = service
-        self.hub = absolute_hub(hub)
+        self.hub = absolute_remote(hub)
         self.branch = branch
         self.interval = interval
         self.backoff_max = backoff_max

@@ -6,7 +6,7 @@ metadata), one chunk whose id IS the user's id, and one commit per call, made un
 writer lock and pushed to the hub, so it replicates like any ingest. The folder is
 hidden, so a ``kbgit ingest`` of a source folder never deletes these documents.
 
->>> from kbgit.langchain import KbgitVectorStore
+>>> from kbgit.langchain.vectorstore import KbgitVectorStore
 >>> vs = KbgitVectorStore.open("./kb", hub="/srv/kb-hub.git")          # doctest: +SKIP
 >>> vs.add_texts(["Rotate API keys every 90 days"], ids=["keys-1"])     # doctest: +SKIP
 >>> vs.as_retriever(search_kwargs={"k": 3}).invoke("key rotation")     # doctest: +SKIP
@@ -26,13 +26,13 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from .embeddings import Embedder
-from .errors import ConfigError, DocumentError
-from .lcdocs import LC_DIR, LcDoc, commit_documents, json_metadata, normalize
-from .lcembeddings import EmbeddingsEmbedder, KbgitEmbeddings, as_embedder, embed_query
-from .metadata_filter import metadata_matcher
-from .snapshot import Snapshot
-from .store import KnowledgeStore
+from ..embeddings import Embedder
+from ..errors import ConfigError, DocumentError
+from ..format.snapshot import Snapshot
+from ..store import KnowledgeStore
+from .documents import LC_DIR, LcDoc, commit_documents, json_metadata, normalize
+from .embeddings import EmbeddingsEmbedder, KbgitEmbeddings, as_embedder, embed_query
+from .filters import metadata_matcher
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class KbgitVectorStore(VectorStore):
         push: bool = True,
     ) -> KbgitVectorStore:
         """Open the store at ``path``, creating it (with ``hub`` and ``model``) if absent."""
-        from .config import StoreConfig
+        from ..config import StoreConfig
 
         if os.path.isdir(os.path.join(path, ".git")):
             kb = KnowledgeStore(path)
@@ -146,7 +146,7 @@ class KbgitVectorStore(VectorStore):
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         """Delete documents by id in one commit (missing ids are ignored; None deletes all)."""
         if ids is None:
-            _head, ledger, _m = self.store._head_state()
+            ledger = self.store.writer.head_state().ledger
             ids = [
                 c for p, d in (ledger.documents if ledger else {}).items()
                 if p.startswith(LC_DIR + "/") for c in d.chunks
@@ -205,7 +205,7 @@ class KbgitVectorStore(VectorStore):
     ) -> list[tuple[Document, float]]:
         """Return (document, cosine similarity) pairs, best first.
 
-        ``filter`` matches metadata exactly (see :func:`kbgit.metadata_filter.metadata_matcher`);
+        ``filter`` matches metadata exactly (see :func:`kbgit.langchain.filters.metadata_matcher`);
         ``source=`` keeps documents whose path starts with a prefix; ``score_threshold=``
         drops hits below it.
         """

@@ -17,14 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ..embeddings import Embedder
+from ..errors import DocumentError
+from ..format.ledger import LEDGER_PATH, DocEntry, Ledger
+from ..format.manifest import (
+    INDEX_DIR,
+    MANIFEST_PATH,
+    Manifest,
+    SegmentRef,
+    TombstoneRef,
+    new_segment,
+    segment_name,
+    sha256,
+)
+from ..format.vector_index import Row
 from .chunking import Chunk, split_sections
 from .documents import load_document, loader_for
-from .embeddings import Embedder
-from .errors import DocumentError
-from .ledger import LEDGER_PATH, DocEntry, Ledger
-from .manifest import INDEX_DIR, FileRef, Manifest, SegmentRef, TombstoneRef, segment_name
-from .snapshot import sha256
-from .vector_index import Row, encode_segment
 
 logger = logging.getLogger(__name__)
 
@@ -287,18 +295,15 @@ def build_ingest(
     old_segments = {s.name: s for s in manifest.segments} if manifest else {}
     segments = _tombstone(old_segments, victims, generation, writes, deletes)
     if rows:
-        faiss_raw, rows_raw = encode_segment(vectors, rows)
-        refs = {}
-        for kind, raw in (("faiss", faiss_raw), ("jsonl", rows_raw)):
-            path = f"{INDEX_DIR}/{seg_name}.{kind}"
-            writes[path] = raw
-            refs[kind] = FileRef(path, sha256(raw), len(raw))
-        segments.append(SegmentRef(seg_name, len(rows), dim, refs["faiss"], refs["jsonl"]))
+        ref, files = new_segment(seg_name, vectors, rows, dim)
+        writes.update(files)
+        segments.append(ref)
     new_ledger = Ledger(model_id, dim, dict(chunking), docs)
     ledger_raw = new_ledger.to_bytes()
     writes[LEDGER_PATH] = ledger_raw  # serialized once: O(store), the costliest commit step
     live = sum(s.vectors - s.deleted for s in segments)
     new_manifest = Manifest(generation, model_id, dim, tuple(segments), live, sha256(ledger_raw))
+    writes[MANIFEST_PATH] = new_manifest.to_bytes()
     return Build(
         new_ledger, new_manifest, writes, deletes, len(rows), sum(len(v) for v in victims.values())
     )

@@ -10,62 +10,23 @@ a source folder never deletes these documents.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
-from .chunking import Chunk
-from .embeddings import Embedder
-from .errors import ConfigError, DocumentError
-from .ingest import Build, LoadedDoc, Plan, ProgressFn, build_ingest, embed_docs
-from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
-from .manifest import MANIFEST_PATH
-from .snapshot import sha256
-from .store import KnowledgeStore
+from ..embeddings import Embedder
+from ..errors import ConfigError, DocumentError
+from ..format.ledger import DOCS_DIR, Ledger
+from ..format.manifest import sha256
+from ..format.trailers import Trailers
+from ..ingest.chunking import Chunk
+from ..ingest.jsondocs import LC_DIR, LOADER, LcDoc, doc_path, encode_doc, json_metadata, normalize
+from ..ingest.plan import Build, LoadedDoc, Plan, ProgressFn, build_ingest, embed_docs
+from ..store import KnowledgeStore
+from ..writer import Transaction
 
 logger = logging.getLogger(__name__)
-
-LC_DIR = ".langchain"
-LOADER = "langchain"
-
-
-def doc_path(doc_id: str) -> str:
-    """Return the ledger path of the LangChain document with this id."""
-    return f"{LC_DIR}/{hashlib.sha256(doc_id.encode('utf-8')).hexdigest()[:32]}.json"
-
-
-def encode_doc(doc_id: str, text: str, metadata: dict[str, Any]) -> bytes:
-    """Serialize one LangChain document as the JSON file kept under docs/."""
-    data = {"id": doc_id, "metadata": metadata, "page_content": text}
-    return (json.dumps(data, sort_keys=True, ensure_ascii=False, indent=1) + "\n").encode()
-
-
-def decode_doc(data: bytes) -> LcDoc:
-    """Parse a document file written by :func:`encode_doc`."""
-    try:
-        obj = json.loads(data)
-        return LcDoc(str(obj["id"]), str(obj["page_content"]), dict(obj["metadata"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DocumentError(f"malformed LangChain document file: {exc!r}") from exc
-
-
-def normalize(vecs: np.ndarray) -> np.ndarray:
-    vecs = np.asarray(vecs, dtype=np.float32)
-    norms = np.linalg.norm(vecs, axis=-1, keepdims=True)
-    return np.ascontiguousarray(vecs / np.where(norms == 0, 1.0, norms), dtype=np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class LcDoc:
-    """One LangChain document to write: id, text, JSON metadata."""
-
-    id: str
-    text: str
-    metadata: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,18 +39,6 @@ class WriteResult:
     unchanged: int
     deleted: int
     pushed: bool
-
-
-def json_metadata(doc_id: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """Return metadata as plain JSON values; raise DocumentError if it is not JSON."""
-    try:
-        meta = json.loads(json.dumps(dict(metadata or {}), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise DocumentError(
-            f"metadata of document {doc_id!r} is not JSON-serializable: {exc}",
-            hint="kbgit stores metadata as JSON (no pickle): use str/int/float/bool/list/dict",
-        ) from exc
-    return meta
 
 
 def _plan(
@@ -122,18 +71,25 @@ def _plan(
     return plan, loaded, keep
 
 
-def _message(plan: Plan, live: int, generation: int, subject: str, operation: str) -> str:
-    return (
+def _describe(
+    plan: Plan, build: Build, subject: str, operation: str
+) -> tuple[str, list[str], Trailers]:
+    head = (
         f"{subject}: {len(plan.added)} added, {len(plan.updated)} updated, "
-        f"{len(plan.unchanged)} unchanged, {len(plan.deleted)} deleted\n\n"
-        f"Kbgit-Added: {len(plan.added)}\nKbgit-Updated: {len(plan.updated)}\n"
-        f"Kbgit-Deleted: {len(plan.deleted)}\nKbgit-Renamed: 0\n"
-        f"Kbgit-Skipped: {len(plan.unchanged)}\n"
-        f"Kbgit-Vectors-Added: {len(plan.added) + len(plan.updated)}\n"
-        f"Kbgit-Vectors-Deleted: {len(plan.updated) + len(plan.deleted)}\n"
-        f"Kbgit-Vectors: {live}\nKbgit-Generation: {generation}\n"
-        f"Kbgit-Operation: {operation}\n"
+        f"{len(plan.unchanged)} unchanged, {len(plan.deleted)} deleted"
     )
+    trailers = Trailers(
+        added=len(plan.added),
+        updated=len(plan.updated),
+        deleted=len(plan.deleted),
+        skipped=len(plan.unchanged),
+        vectors_added=build.chunks_added,
+        vectors_deleted=build.chunks_deleted,
+        vectors=build.manifest.live_vectors,
+        generation=build.manifest.generation,
+        operation=operation,
+    )
+    return head, [], trailers
 
 
 def _check_model(store: KnowledgeStore, ledger: Ledger | None, embedder: Embedder) -> None:
@@ -145,12 +101,15 @@ def _check_model(store: KnowledgeStore, ledger: Ledger | None, embedder: Embedde
         )
 
 
-def _add_doc_files(build: Build, loaded: list[LoadedDoc], plan: Plan) -> None:
+def _stage(txn: Transaction, build: Build, loaded: list[LoadedDoc], plan: Plan) -> None:
     for doc in loaded:
-        build.writes[f"{DOCS_DIR}/{doc.path}"] = doc.data
-    build.deletes.extend(f"{DOCS_DIR}/{p}" for p in plan.deleted)
-    build.writes[LEDGER_PATH] = build.ledger.to_bytes()
-    build.writes[MANIFEST_PATH] = build.manifest.to_bytes()
+        txn.write(f"{DOCS_DIR}/{doc.path}", doc.data)
+    for path in plan.deleted:
+        txn.delete(f"{DOCS_DIR}/{path}")
+    for path in build.deletes:
+        txn.delete(path)
+    for path, data in build.writes.items():
+        txn.write(path, data)
 
 
 def commit_documents(
@@ -169,10 +128,8 @@ def commit_documents(
 
     ``vectors`` (one normalized row per upsert) skips embedding, e.g. on import.
     """
-    with store.lock():
-        store.repair()
-        store._check_hub()
-        head, ledger, manifest = store._head_state()
+    with store.writer.transaction() as txn:
+        ledger, manifest = txn.ledger, txn.manifest
         _check_model(store, ledger, embedder)
         chunking = ledger.chunking if ledger else store.config.chunking
         base = ledger or Ledger.empty(embedder.model_id, embedder.dim, chunking)
@@ -187,13 +144,10 @@ def commit_documents(
             base, manifest, plan, loaded, vecs,
             model_id=embedder.model_id, dim=embedder.dim, chunking=chunking,
         )  # fmt: skip
-        _add_doc_files(build, loaded, plan)
-        message = _message(
-            plan, build.manifest.live_vectors, build.manifest.generation, subject, operation
-        )
-        commit = store.write_commit(build.writes, build.deletes, message)
+        _stage(txn, build, loaded, plan)
+        commit = txn.commit(*_describe(plan, build, subject, operation))
         logger.info("langchain write committed %s", commit[:12])
-        pushed = store.push() if push else False
+        pushed = txn.push() if push else False
         return WriteResult(
             commit,
             len(plan.added),

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from .embeddings import Embedder
-from .errors import ConfigError
-from .lcdocs import normalize
+from ..embeddings import Embedder
+from ..errors import ConfigError
+from .documents import normalize
 
 
 class EmbeddingsEmbedder:

@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import QueryError
+from ..errors import QueryError
 
 Matcher = Callable[[Mapping[str, Any]], bool]
 

@@ -1,0 +1,130 @@
+"""Load one commit of a store as a verified, searchable snapshot.
+
+:func:`load_snapshot` is both ``kbgit verify`` and the loader every server uses: it
+reads the commit's blobs straight from git (never the working tree, which a concurrent
+ingest may be rewriting), checks every file against the manifest and the manifest
+against the ledger, and raises :class:`IntegrityError` naming the first mismatch. A
+snapshot is immutable, so a server swaps one in with a single reference assignment and
+every query is answered wholly from one commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import QueryError
+from ..gitrepo import GitRepo
+from .checks import (
+    SegmentCache,
+    check_docs,
+    check_header,
+    check_live,
+    load_segments,
+    load_tombstones,
+    no_such_revision,
+    read_tree,
+)
+from .ledger import Ledger
+from .manifest import Manifest
+from .vector_index import LiveIndex
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """One ranked chunk of a query answer."""
+
+    score: float
+    chunk_id: str
+    source: str
+    text: str
+    meta: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form used by the CLI and the HTTP API."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One verified commit of a store, ready to search."""
+
+    commit: str
+    commit_time: int
+    ledger: Ledger
+    manifest: Manifest
+    index: LiveIndex
+    sources: dict[str, str]
+    cache_keys: frozenset[tuple[str, str]] = frozenset()
+    doc_blobs: frozenset[str] = frozenset()
+
+    @property
+    def vectors(self) -> int:
+        """Return the number of live vectors."""
+        return len(self.index)
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        *,
+        source: str | Sequence[str] | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """Return the k best chunks for a query vector.
+
+        ``source`` keeps only documents whose path starts with the given prefix (or one
+        of several prefixes); ``score_threshold`` drops hits scoring below it.
+        """
+        if not 1 <= k <= 10_000:
+            raise QueryError(f"k must be between 1 and 10000, got {k}")
+        if score_threshold is not None and not math.isfinite(score_threshold):
+            raise QueryError(f"score_threshold must be a finite number, got {score_threshold}")
+        allowed = None
+        if source is not None:
+            prefixes = (source,) if isinstance(source, str) else tuple(source)
+            if not all(isinstance(p, str) for p in prefixes):
+                raise QueryError("filter.source must be a string or a list of strings")
+            allowed = [
+                i
+                for i, (_seg, row) in enumerate(self.index.rows())
+                if self.sources[row.id].startswith(prefixes)
+            ]
+        hits = [
+            Hit(m.score, m.row.id, self.sources[m.row.id], m.row.text, m.row.meta)
+            for m in self.index.search(vector, k, allowed)
+        ]
+        if score_threshold is not None:
+            hits = [h for h in hits if h.score >= score_threshold]
+        return hits
+
+
+def load_snapshot(
+    repo: GitRepo, rev: str = "HEAD", *, cache: SegmentCache | None = None
+) -> Snapshot:
+    """Verify commit ``rev`` completely and return it as a searchable snapshot."""
+    commit = repo.rev_parse(rev)
+    if commit is None:
+        raise no_such_revision(repo, rev)
+    cache = cache if cache is not None else SegmentCache()
+    tree, ledger, manifest, ledger_raw = read_tree(repo, commit)
+    check_header(ledger, manifest, ledger_raw, tree)
+    segments, keys = load_segments(repo, tree, manifest, cache)
+    dead = load_tombstones(repo, tree, manifest, segments)
+    check_live(ledger, manifest, segments, dead)
+    docs = check_docs(repo, tree, ledger, cache)
+    index = LiveIndex(segments, dead, manifest.dim)
+    return Snapshot(
+        commit,
+        repo.commit_time(commit),
+        ledger,
+        manifest,
+        index,
+        ledger.chunk_sources(),
+        frozenset(keys),
+        frozenset(docs),
+    )

@@ -1,0 +1,244 @@
+"""Hub hooks: refuse bad pushes (pre-receive) and wake the standbys (post-receive).
+
+The hook files in the hub are short shims that record, at install time, the Python that
+has kbgit installed. The logic lives here:
+
+- pre-receive refuses deletions, non-fast-forward updates and any new commit whose
+  store fails verification. Pushed objects sit in git's quarantine until the hook
+  accepts them; git passes its object directories in the environment, so the same
+  checks ``load_snapshot`` runs on standbys read them. Each new commit is verified
+  incrementally against the commit the branch already points at (accepted by this
+  hook earlier): unchanged files are trusted, so a push costs O(change), not O(store).
+- post-receive POSTs ``/admin/sync`` (bearer token) to every configured standby, in
+  parallel with a short timeout; it never fails a push and never blocks one for long.
+  The installed shim runs this file as a script (``PYTHON .../kbgit/hub/hooks.py
+  post-receive``): that part uses the standard library only, so it starts in ~0.1 s
+  instead of importing all of kbgit (~0.7 s), which every push would wait for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+# only the standard library at module level: post-receive runs this file as a script
+if TYPE_CHECKING:
+    from ..gitrepo import GitRepo
+
+HOOK_NAMES = ("pre-receive", "post-receive")
+#: marks hook files written by kbgit (others are never overwritten without --force)
+MARKER = "kbgit hook shim"
+ZERO = "0" * 40
+#: seconds the post-receive hook waits for all standbys together
+DEFAULT_NOTIFY_TIMEOUT = 2.0
+
+SHIM = """#!/bin/sh
+# {marker}: the logic lives in kbgit/hub/hooks.py (also: kbgit hook {name}).
+# `kbgit hooks install` records the Python that has kbgit installed; KBGIT_PYTHON overrides it.
+exec "${{KBGIT_PYTHON:-{python}}}" {target} {name}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class RefUpdate:
+    """One line of a receive hook's stdin."""
+
+    old: str
+    new: str
+    ref: str
+
+
+def render_shim(name: str, python: str, *, script: str | None = None) -> str:
+    """Return the text of hook ``name`` run by ``python`` (post-receive: as ``script``)."""
+    if name not in HOOK_NAMES:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown hook {name!r}", hint=f"one of: {', '.join(HOOK_NAMES)}")
+    # -I: isolated, so the script's own directory (kbgit/) is not put on sys.path
+    target = f'-I "{script}"' if script and name == "post-receive" else "-m kbgit.hub.hooks"
+    return SHIM.format(marker=MARKER, name=name, python=python, target=target)
+
+
+def parse_updates(text: str) -> list[RefUpdate]:
+    """Parse ``<old> <new> <ref>`` lines."""
+    updates = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            updates.append(RefUpdate(*parts))
+    return updates
+
+
+def install(
+    hub: str | os.PathLike[str],
+    *,
+    notify: Sequence[str] = (),
+    token: str | None = None,
+    python: str | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Install the kbgit hooks in a bare hub and record the standbys to notify."""
+    from ..errors import ConfigError, GitError
+    from ..gitrepo import GitRepo
+
+    repo = GitRepo(hub)
+    try:
+        bare = repo.run("rev-parse", "--is-bare-repository") == "true"
+    except GitError as exc:
+        raise ConfigError(f"{hub} is not a git repository") from exc
+    if not bare:
+        raise ConfigError(f"{hub} is not a bare hub", hint="create one with: kbgit hub create")
+    hooks_dir = Path(repo.run("rev-parse", "--absolute-git-dir")) / "hooks"
+    hooks_dir.mkdir(exist_ok=True)
+    written = []
+    for name in HOOK_NAMES:
+        path = hooks_dir / name
+        if path.exists() and MARKER not in path.read_text(errors="replace") and not force:
+            raise ConfigError(
+                f"{path} exists and was not written by kbgit", hint="use --force to replace it"
+            )
+        shim = render_shim(name, python or sys.executable, script=str(Path(__file__).resolve()))
+        path.write_text(shim, encoding="utf-8")
+        path.chmod(0o755)
+        written.append(path)
+    repo.run_bytes("config", "--unset-all", "kbgit.notify", check=False)
+    for url in notify:
+        repo.run("config", "--add", "kbgit.notify", url.rstrip("/"))
+    if token is not None:
+        repo.run("config", "kbgit.token", token)
+    return written
+
+
+def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
+    """Return one refusal message per bad update (empty: accept the push)."""
+    refusals: list[str] = []
+    for up in updates:
+        if not up.ref.startswith("refs/heads/"):
+            continue
+        if up.new == ZERO:
+            refusals.append(f"{up.ref}: deleting a branch of a kbgit hub is refused")
+            continue
+        if up.old != ZERO and not repo.is_ancestor(up.old, up.new):
+            refusals.append(
+                f"{up.ref}: non-fast-forward update refused ({up.old[:12]} is not an ancestor "
+                f"of {up.new[:12]}); fetch and rebuild on the hub's history (kbgit pull)"
+            )
+            continue
+        refusals.extend(_verify_new(repo, up))
+    return refusals
+
+
+def _verify_new(repo: GitRepo, up: RefUpdate) -> list[str]:
+    """Verify every commit the update adds to the hub, oldest first; stop at the first bad.
+
+    Each is checked incrementally against a parent already accepted: the ref's old
+    commit (verified by this hook when it was pushed) or one verified just before.
+    """
+    from ..errors import GitError, IntegrityError, QueryError
+    from ..format.verify import verify_commit
+
+    try:
+        lines = repo.run(
+            "rev-list", "--reverse", "--topo-order", "--parents", up.new, "--not", "--all"
+        ).splitlines()
+    except GitError as exc:
+        return [f"{up.ref}: cannot read the pushed commit {up.new[:12]}: {exc.stderr}"]
+    verified = {up.old} if up.old != ZERO else set()
+    for line in lines:
+        commit, *parents = line.split()
+        base = next((p for p in parents if p in verified), None)
+        try:
+            verify_commit(repo, commit, base=base)
+        except (IntegrityError, QueryError, GitError) as exc:
+            return [
+                f"{up.ref}: commit {commit[:12]} fails verification: {exc}. "
+                "Nothing was changed on the hub; fix the store (kbgit verify, kbgit repair) "
+                "and push again"
+            ]
+        verified.add(commit)
+    return []
+
+
+def notify_targets(git_dir: str | None, env: Mapping[str, str]) -> tuple[list[str], str | None]:
+    """Return the standby URLs and the token (KBGIT_TOKEN overrides the hub config)."""
+
+    def config(*args: str) -> str:
+        cmd = ["git", *(["--git-dir", git_dir] if git_dir else []), "config", *args]
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+        return proc.stdout.decode("utf-8", "replace").strip()
+
+    urls = config("--get-all", "kbgit.notify").split()
+    return urls, env.get("KBGIT_TOKEN") or config("--get", "kbgit.token") or None
+
+
+def post_receive(
+    urls: Sequence[str], token: str | None, *, timeout: float = DEFAULT_NOTIFY_TIMEOUT
+) -> list[str]:
+    """POST /admin/sync to every standby in parallel; return one report line each."""
+    reports: dict[str, str] = {u: f"{u}: no answer within {timeout:g}s" for u in urls}
+
+    def send(url: str) -> None:
+        req = urllib.request.Request(f"{url.rstrip('/')}/admin/sync", data=b"", method="POST")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                reports[url] = f"{url}: notified ({resp.status})"
+        except urllib.error.HTTPError as exc:
+            reports[url] = f"{url}: notify refused ({exc.code})"
+        except (urllib.error.URLError, OSError) as exc:
+            reports[url] = f"{url}: cannot notify ({getattr(exc, 'reason', exc)})"
+
+    threads = [threading.Thread(target=send, args=(u,), daemon=True) for u in urls]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout + 0.5
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [reports[u] for u in urls]
+
+
+def run_post_receive(stdin_text: str, env: Mapping[str, str], git_dir: str | None = None) -> None:
+    """Notify the standbys after a push; print one line per standby; never raise."""
+    try:
+        if not parse_updates(stdin_text):
+            return
+        urls, token = notify_targets(git_dir, env)
+        for line in post_receive(urls, token):
+            print(f"kbgit: {line}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - post-receive must never fail a push
+        print(f"kbgit: notify skipped: {exc}", file=sys.stderr)
+
+
+def run_pre_receive(stdin_text: str) -> int:
+    """Check a push in the hub (cwd); print refusals; return the hook's exit code."""
+    from ..gitrepo import GitRepo
+
+    refusals = pre_receive(GitRepo("."), parse_updates(stdin_text))
+    for line in refusals:
+        print(f"kbgit: REFUSED {line}", file=sys.stderr)
+    return 1 if refusals else 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the hook named in ``argv`` on stdin; return its exit code."""
+    if list(argv) == ["post-receive"]:
+        run_post_receive(sys.stdin.read(), os.environ)
+        return 0
+    if list(argv) == ["pre-receive"]:
+        return run_pre_receive(sys.stdin.read())
+    print("usage: python -m kbgit.hub.hooks pre-receive|post-receive", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # the shims run `python -m kbgit.hub.hooks NAME` or this file directly
+    sys.exit(main(sys.argv[1:]))

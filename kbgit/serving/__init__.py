@@ -1,0 +1,1 @@
+"""From a commit to answers: the query service, the follower (sync daemon), failover, nginx."""

@@ -1,0 +1,307 @@
+"""The one write path: every commit kbgit makes goes through :meth:`Writer.transaction`.
+
+Ingest, LangChain writes, rollback, compaction (and migration) all do the same steps,
+in this order, and nothing else writes commits::
+
+    writer = Writer(repo, config)
+    with writer.transaction(wait=True) as txn:      # lock -> repair -> hub check -> HEAD state
+        txn.ledger, txn.manifest                    # HEAD's state (None before the first commit)
+        txn.write("ledger.json", data); txn.delete("docs/old.md")
+        txn.commit(subject, body_lines, trailers)   # one commit, trailers from format/trailers.py
+        txn.push()                                  # to the hub, if one is configured
+
+Writes are temp file + fsync + rename; a crash leaves the working tree at HEAD or at the
+new commit, and the next transaction's repair resets anything half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import filelock
+
+from .config import HUB_REMOTE, StoreConfig
+from .errors import ConfigError, GitError, HubMovedError, IntegrityError, LockedError
+from .format.checks import SegmentCache
+from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
+from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
+from .format.snapshot import load_snapshot
+from .format.trailers import Trailers, commit_message
+from .fsio import remove, write_atomic
+from .gitrepo import GitRepo
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "kbgit-writer.lock"
+#: the paths a kbgit commit consists of; repair and commits touch nothing else
+TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, MANIFEST_PATH)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadState:
+    """HEAD's commit, ledger and manifest (all None before the first commit)."""
+
+    commit: str | None
+    ledger: Ledger | None
+    manifest: Manifest | None
+
+
+class Writer:
+    """The writer of one working store: lock, repair, hub check, commit, push.
+
+    >>> writer = Writer(GitRepo("./kb"), StoreConfig.load("./kb"))     # doctest: +SKIP
+    >>> with writer.transaction() as txn:                               # doctest: +SKIP
+    ...     txn.write("manifest.json", data)
+    ...     txn.commit("kbgit compact: ...", [], Trailers(operation="compact"))
+    """
+
+    def __init__(self, repo: GitRepo, config: StoreConfig) -> None:
+        self.repo = repo
+        self.root = Path(repo.path)
+        self.config = config
+
+    # -- lock and repair ------------------------------------------------------------------
+    def lock(
+        self, *, wait: bool = True, timeout: float = -1, on_wait: Callable[[], None] | None = None
+    ) -> filelock.BaseFileLock:
+        """Take the writer lock; raise LockedError if busy and ``wait`` is false."""
+        lock = filelock.FileLock(str(self.root / ".git" / LOCK_NAME))
+        try:
+            lock.acquire(timeout=0)
+            return lock
+        except filelock.Timeout:
+            if not wait:
+                raise LockedError(
+                    f"{self.root} is locked by another writer (an ingest is running)",
+                    hint="wait for it, or run without --no-wait to queue behind it",
+                ) from None
+        if on_wait:
+            on_wait()
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise LockedError(f"gave up waiting for the writer lock of {self.root}") from None
+        return lock
+
+    def needs_repair(self) -> bool:
+        """Tell whether the working tree differs from HEAD (an interrupted write)."""
+        out = self.repo.run("status", "--porcelain", "--untracked-files=all", "--", *TRACKED)
+        return bool(out) or (self.root / ".git" / "index.lock").exists()
+
+    def repair(self) -> bool:
+        """Reset a half-written working tree to HEAD; return whether anything was repaired.
+
+        Call with the writer lock held. HEAD is always a complete commit: git moves a
+        branch only after every object of the commit is written.
+        """
+        if not self.needs_repair():
+            return False
+        self._clear_stale_index_lock()
+        if self.repo.head() is not None:
+            self.repo.run("reset", "--quiet", "--hard", "HEAD")
+        self.repo.run("clean", "-fdq", "--", *TRACKED)
+        if self.repo.head() is None:
+            for name in TRACKED:
+                path = self.root / name
+                if path.is_file():
+                    path.unlink()
+        logger.warning("repaired %s: working tree reset to HEAD", self.root)
+        return True
+
+    def _clear_stale_index_lock(self, grace: float = 10.0) -> None:
+        """Remove git's index.lock left by a killed writer.
+
+        A killed ingest can leave its git child running for a moment (kill -9 of the
+        parent does not kill the child): wait while the lock is fresh, then remove it.
+        """
+        lock = self.root / ".git" / "index.lock"
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                return
+            if age > grace:
+                break
+            time.sleep(0.05)
+        lock.unlink(missing_ok=True)
+
+    # -- state and hub --------------------------------------------------------------------
+    def head_state(self) -> HeadState:
+        """Return HEAD's commit, ledger and manifest (parsed, not verified)."""
+        head = self.repo.head()
+        if head is None:
+            return HeadState(None, None, None)
+        ledger_raw = self.repo.read_file(head, LEDGER_PATH)
+        manifest_raw = self.repo.read_file(head, MANIFEST_PATH)
+        if ledger_raw is None or manifest_raw is None:
+            raise ConfigError(f"HEAD of {self.root} is not a kbgit commit")
+        return HeadState(head, Ledger.from_bytes(ledger_raw), Manifest.from_bytes(manifest_raw))
+
+    def check_hub(self) -> str | None:
+        """Fetch the hub; refuse if it has commits we do not (another writer pushed)."""
+        if not self.config.hub:
+            return None
+        try:
+            hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch)
+        except GitError as exc:
+            raise GitError(
+                f"cannot reach the hub {self.config.hub}: {exc.stderr or exc}",
+                stderr=exc.stderr,
+                hint="check the hub path/URL in kb.toml; nothing was changed",
+            ) from exc
+        head = self.repo.head()
+        if hub_head is not None and (head is None or not self.repo.is_ancestor(hub_head, head)):
+            behind_only = head is not None and self.repo.is_ancestor(head, hub_head)
+            raise HubMovedError(
+                f"the hub has commits this store does not have (hub at {hub_head[:12]})",
+                hint=_moved_hint(self.root, behind_only),
+            )
+        return hub_head
+
+    def push(self) -> bool:
+        """Push HEAD to the hub if it is ahead; return whether anything was pushed."""
+        head = self.repo.head()
+        if not self.config.hub or head is None:
+            return False
+        hub_head = self.repo.remote_head(HUB_REMOTE, self.config.branch)
+        if hub_head == head:
+            return False
+        try:
+            self.repo.run("push", "--quiet", HUB_REMOTE, f"HEAD:refs/heads/{self.config.branch}")
+        except GitError as exc:
+            raise HubMovedError(
+                f"the hub refused the push: {exc.stderr}",
+                stderr=exc.stderr,
+                hint=(
+                    "the commit is kept locally; see kbgit status. If a standby was promoted, "
+                    f"rejoin as a standby: kbgit rejoin {self.root}"
+                ),
+            ) from exc
+        # the hub accepted exactly HEAD: record it without another round trip
+        self.repo.run("update-ref", f"refs/remotes/{HUB_REMOTE}/{self.config.branch}", head)
+        return True
+
+    def author_args(self) -> list[str]:
+        """Return git ``-c`` options naming the configured author."""
+        name, _, email = self.config.author.partition(" <")
+        return ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
+
+    # -- the transaction ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(
+        self, *, wait: bool = True, on_wait: Callable[[], None] | None = None
+    ) -> Iterator[Transaction]:
+        """Hold the lock, repair, check the hub and yield HEAD's state for one commit."""
+        with self.lock(wait=wait, on_wait=on_wait):
+            self.repair()
+            self.check_hub()
+            yield Transaction(self, self.head_state())
+
+
+class Transaction:
+    """One commit in the making: staged writes and deletes on top of HEAD's state."""
+
+    def __init__(self, writer: Writer, state: HeadState) -> None:
+        self.writer = writer
+        self.repo = writer.repo
+        self.head = state.commit
+        self.ledger = state.ledger
+        self.manifest = state.manifest
+        self.writes: dict[str, bytes] = {}
+        self.deletes: list[str] = []
+
+    def write(self, path: str, data: bytes) -> None:
+        """Stage ``data`` for ``path`` (relative to the store)."""
+        self.writes[path] = data
+
+    def delete(self, path: str) -> None:
+        """Stage the removal of ``path``."""
+        self.deletes.append(path)
+
+    def restore_tree(self, commit: str) -> None:
+        """Make index and working tree exactly ``commit``'s (staged writes then apply on top)."""
+        self.repo.run("read-tree", "--reset", "-u", commit)
+
+    def commit(
+        self,
+        subject: str,
+        body: Sequence[str],
+        trailers: Trailers,
+        *,
+        second_parent: str | None = None,
+        verify: SegmentCache | None = None,
+    ) -> str:
+        """Write the staged files and commit them; return the new commit id.
+
+        ``second_parent`` records a merge parent (rollback: git then sends nothing that
+        commit has). With ``verify`` the commit is loaded and checked, and undone (HEAD
+        reset to its parent) if it fails.
+        """
+        root = self.writer.root
+        for path in self.deletes:
+            remove(root / path, root)
+        for path, data in self.writes.items():
+            write_atomic(root / path, data)
+        message = commit_message(subject, body, trailers)
+        parent = self.repo.head()
+        commit = self._commit_tree(message, parent, second_parent)
+        if verify is not None:
+            try:
+                load_snapshot(self.repo, commit, cache=verify)
+            except IntegrityError:
+                self.repo.run("reset", "--quiet", "--hard", parent or "HEAD")
+                logger.error("commit %s failed verification and was undone", commit[:12])
+                raise
+        self.head = commit
+        return commit
+
+    def _commit_tree(self, message: str, parent: str | None, second: str | None) -> str:
+        tracked = {
+            p.split("/", 1)[0] for p in self.repo.run("ls-files", "--", *TRACKED).split("\n")
+        }
+        paths = [p for p in TRACKED if (self.writer.root / p).exists() or p in tracked]
+        self.repo.run("add", "--all", "--", *paths)
+        author = self.writer.author_args()
+        if second is None:
+            self.repo.run(
+                *author, "commit", "--quiet", "--no-verify", "--file=-", input=message.encode()
+            )
+            head = self.repo.head()
+            assert head is not None
+            return head
+        assert parent is not None
+        tree = self.repo.run("write-tree")
+        commit = self.repo.run(
+            *author, "commit-tree", tree, "-p", parent, "-p", second, "-F", "-",
+            input=message.encode(),
+        )  # fmt: skip
+        self.repo.run("update-ref", "-m", "kbgit", "HEAD", commit, parent)
+        return commit
+
+    def push(self) -> bool:
+        """Push the new HEAD to the hub; return whether anything was pushed."""
+        return self.writer.push()
+
+
+def _moved_hint(root: Path, behind_only: bool) -> str:
+    if behind_only:
+        return (
+            "another writer pushed. If a standby was promoted in this store's place, "
+            f"this store must not write again: kbgit rejoin {root}, then run "
+            "kbgit standby on it. If this store is still the designated writer, "
+            f"continue from the hub's history: kbgit pull {root}"
+        )
+    return (
+        "this store and the hub have diverged: another primary wrote to the hub "
+        f"(a standby was promoted). Rejoin as a standby: kbgit rejoin {root} "
+        "(keeps the commits the hub lacks on a branch), then run kbgit standby on it"
+    )
+
+
+__all__ = ["LOCK_NAME", "TRACKED", "HeadState", "Transaction", "Writer"]
