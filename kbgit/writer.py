@@ -26,14 +26,15 @@ from pathlib import Path
 import filelock
 
 from .config import HUB_REMOTE, StoreConfig
-from .errors import ConfigError, GitError, HubMovedError, IntegrityError, LockedError
+from .errors import ConfigError, FencedError, GitError, HubMovedError, IntegrityError, LockedError
+from .fencing import ensure_held, push_branch
 from .format.checks import SegmentCache
 from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
 from .format.snapshot import load_snapshot
 from .format.trailers import Trailers, commit_message
 from .fsio import remove, write_atomic
-from .gitrepo import GitRepo
+from .gitrepo import GitRepo, redact
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class Writer:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch)
         except GitError as exc:
             raise GitError(
-                f"cannot reach the hub {self.config.hub}: {exc.stderr or exc}",
+                f"cannot reach the hub {redact(self.config.hub)}: {exc.stderr or exc}",
                 stderr=exc.stderr,
                 hint="check the hub path/URL in kb.toml; nothing was changed",
             ) from exc
@@ -172,8 +173,10 @@ class Writer:
         hub_head = self.repo.remote_head(HUB_REMOTE, self.config.branch)
         if hub_head == head:
             return False
-        try:
-            self.repo.run("push", "--quiet", HUB_REMOTE, f"HEAD:refs/heads/{self.config.branch}")
+        try:  # atomic with the leased writer ref: a fenced store's branch update never lands
+            push_branch(self.repo, HUB_REMOTE, self.config.branch)
+        except FencedError:
+            raise
         except GitError as exc:
             raise HubMovedError(
                 f"the hub refused the push: {exc.stderr}",
@@ -200,7 +203,13 @@ class Writer:
         """Hold the lock, repair, check the hub and yield HEAD's state for one commit."""
         with self.lock(wait=wait, on_wait=on_wait):
             self.repair()
-            self.check_hub()
+            try:
+                self.check_hub()
+            except HubMovedError:  # fenced by a promotion: say that rather than "moved"
+                ensure_held(self.repo, HUB_REMOTE, fetch=False, take_free=False)
+                raise
+            if self.config.hub:  # refs/kbgit/writer must name this store (or nobody yet)
+                ensure_held(self.repo, HUB_REMOTE, fetch=False)
             yield Transaction(self, self.head_state())
 
 
