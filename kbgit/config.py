@@ -207,6 +207,8 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
+    #: shared secret of push webhooks from GitHub/Gitea/GitLab (/hooks/push); empty: 401
+    webhook_secret: str = ""
     stores: tuple[StoreSpec, ...] = ()
 
     def __post_init__(self) -> None:

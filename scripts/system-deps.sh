@@ -18,8 +18,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
 # the packages may start system services (nginx on :80, sshd on :22, fcgiwrap's socket);
 # the tests run their own instances on 127.0.0.1 with their own configs
-for svc in nginx ssh fcgiwrap; do
-  case " ${missing[*]} " in
-    *" $svc "*|*" openssh-server "*) ($SUDO service "$svc" stop) >/dev/null 2>&1 || true ;;
-  esac
-done
+stop() { ($SUDO service "$1" stop) >/dev/null 2>&1 || true; }
+case " ${missing[*]} " in *" nginx "*) stop nginx ;; esac
+case " ${missing[*]} " in *" openssh-server "*) stop ssh ;; esac
+case " ${missing[*]} " in *" fcgiwrap "*) stop fcgiwrap ;; esac

@@ -24,6 +24,7 @@ from kbgit.serving.service import ServiceRegistry
 from .api import bp
 from .metrics import AppMetrics
 from .state import ApiError, AppState
+from .webhooks import bp as webhooks_bp
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def create_app(
     state = AppState(services, config, AppMetrics(services), dict(followers or {}))
     app.extensions["kbgit"] = state
     app.register_blueprint(bp)
+    app.register_blueprint(webhooks_bp)
     _register_errors(app, state)
     return app
 
