@@ -105,6 +105,10 @@ class Server:
                 threads=self.config.threads,
                 ident="kbgit",
                 clear_untrusted_proxy_headers=True,
+                # a TLS-terminating nginx on this host says https: the console's session
+                # cookie is then marked Secure (the only use of the header)
+                trusted_proxy="127.0.0.1",
+                trusted_proxy_headers="x-forwarded-proto",
                 # waitress spools bodies up to 1 GiB by default before the app's own size
                 # check runs: cap it just above the largest body the app accepts
                 max_request_body_size=self.config.max_upload + UPLOAD_SLACK,

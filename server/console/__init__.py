@@ -31,6 +31,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -67,6 +68,14 @@ SECURITY_HEADERS = {
 }
 
 
+class _Sessions(SecureCookieSessionInterface):
+    """Signed-cookie sessions whose cookie is Secure whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Mark the cookie Secure on HTTPS requests (behind a TLS proxy too)."""
+        return request.is_secure or super().get_cookie_secure(app)
+
+
 def init_app(app: Flask, state: AppState) -> None:
     """Register the console on ``app``: session key, CSRF, template filters, blueprint."""
     token = state.config.token
@@ -87,6 +96,7 @@ def init_app(app: Flask, state: AppState) -> None:
         WTF_CSRF_CHECK_DEFAULT=False,
         WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
     )
+    app.session_interface = _Sessions()
     csrf.init_app(app)
     app.jinja_env.filters.update(highlight=text.highlight, when=text.when, filesize=text.filesize)
     from . import pages, timeline  # noqa: F401  (routes register on bp)
