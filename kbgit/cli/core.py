@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
 from ..errors import IntegrityError
 from ..gitrepo import create_hub
 from ..store import KnowledgeStore
 from . import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
+from .progress import progress_reporter
 
 STORE = click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 
@@ -79,34 +79,6 @@ def init(store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: 
     )
 
 
-class ProgressBars:
-    """tqdm progress bars, one per ingest stage, on stderr."""
-
-    LABELS = {"hash": "hashing", "load": "reading", "embed": "embedding"}
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(
-                total=total,
-                desc=self.LABELS.get(stage, stage),
-                unit="chunk" if stage == "embed" else "file",
-                file=sys.stderr,
-                leave=False,
-            )
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 @main.command()
 @STORE
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -118,7 +90,11 @@ class ProgressBars:
 @click.option("--no-wait", is_flag=True, help="Fail at once if another ingest holds the lock.")
 @click.option("--no-push", is_flag=True, help="Commit locally; push with the next ingest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a tty).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars; default: bars on a terminal, a log line every 10 s otherwise.",
+)
 def ingest(
     store: Path,
     source: Path,
@@ -137,7 +113,7 @@ def ingest(
     Example: kbgit ingest ./kb ./my-docs
     """
     kb = KnowledgeStore(store)
-    bars = ProgressBars(sys.stderr.isatty() if progress is None else progress)
+    bars = progress_reporter(progress)
     try:
         result = kb.ingest(
             source,
@@ -148,7 +124,8 @@ def ingest(
             on_wait=lambda: click.echo("waiting for another ingest to finish...", err=True),
         )
     finally:
-        bars.close()
+        if bars is not None:
+            bars.close()
     if as_json:
         emit_json(dataclasses.asdict(result))
     else:
