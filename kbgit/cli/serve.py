@@ -66,8 +66,9 @@ def serve(store: Path | None, config_file: Path | None, name: str, **opts: objec
     """Serve a store over HTTP; reload it after each ingest (it watches HEAD).
 
     Without STORE, serves the [serve.stores.<name>] tables of --config (a STORE replaces
-    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload
-    (and /kb/<name>/query, health, ready, admin/... for each store).
+    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload,
+    /documents (upload, delete, list: the write API) and the web console at /ui/ (and
+    /kb/<name>/query, health, ready, documents, admin/... for each store).
 
     Example: kbgit serve ./kb --bind 127.0.0.1:8001
     """
