@@ -28,7 +28,7 @@ from ..format.ledger import DOCS_DIR, Ledger
 from ..format.manifest import sha256
 from ..format.trailers import Trailers
 from ..writer import Transaction, Writer
-from .commit import change_lines
+from .commit import change_lines, stage_build
 from .documents import loader_for
 from .plan import Build, FileReport, LoadedDoc, Plan, build_ingest, embed_docs, load_bytes
 
@@ -228,10 +228,7 @@ def _commit(
         txn.write(f"{DOCS_DIR}/{doc.path}", doc.data)
     for path in plan.deleted:
         txn.delete(f"{DOCS_DIR}/{path}")
-    for path, data in build.writes.items():
-        txn.write(path, data)
-    for path in build.deletes:
-        txn.delete(path)
+    stage_build(txn, build)
     commit = txn.commit(*_describe(plan, build, failed))
     logger.info("upload committed %s", commit[:12])
     pushed = txn.push() if push else False
