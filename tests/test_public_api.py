@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import kbgit
 
-
 EXPECTED_ALL = [
     "ConfigError",
     "DocumentError",
