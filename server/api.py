@@ -7,7 +7,6 @@ the short paths (``/query``, ``/health``, ``/ready``, ``/admin/sync``) serve it 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import math
 import threading
 import time
@@ -21,7 +20,8 @@ from kbgit.config import MAX_K
 from kbgit.errors import IntegrityError, QueryError
 from kbgit.serving.service import KnowledgeService
 
-from .state import AppState, BadRequest, NotFound, Unauthorized
+from .auth import require_token
+from .state import AppState, BadRequest, NotFound
 
 bp = Blueprint("kbgit", __name__)
 
@@ -188,18 +188,6 @@ def metrics() -> Response:
 
 
 # -- admin ------------------------------------------------------------------------------
-def _authorize() -> None:
-    token = _state().config.token
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if not token:
-        raise Unauthorized("admin endpoints are disabled: no token configured (KBGIT_TOKEN)")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        value.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
-    ):
-        raise Unauthorized("missing or wrong bearer token")
-
-
 def _targets(name: str | None) -> list[KnowledgeService]:
     return _state().services.services() if name is None else [_service(name)]
 
@@ -208,7 +196,7 @@ def _targets(name: str | None) -> list[KnowledgeService]:
 @bp.post("/kb/<name>/admin/sync")
 def admin_sync(name: str | None = None) -> tuple[Response, int]:
     """Wake the follower now (202); with ?wait=1 run one sync and return its result."""
-    _authorize()
+    require_token()
     state, wait = _state(), request.args.get("wait", "0") not in ("0", "", "false")
     results: dict[str, Any] = {}
     for svc in _targets(name):
@@ -227,7 +215,7 @@ def admin_sync(name: str | None = None) -> tuple[Response, int]:
 @bp.post("/kb/<name>/admin/reload")
 def admin_reload(name: str | None = None) -> tuple[Response, int]:
     """Verify and swap in the local HEAD now; 409 if it fails verification."""
-    _authorize()
+    require_token()
     results: dict[str, Any] = {}
     status = 200
     for svc in _targets(name):

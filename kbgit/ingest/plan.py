@@ -75,7 +75,8 @@ class Plan:
         return bool(self.added or self.updated or self.deleted or self.renamed)
 
 
-def _hidden(rel: str) -> bool:
+def hidden_path(rel: str) -> bool:
+    """Tell whether a path has a hidden segment (folder ingests neither read nor delete these)."""
     return any(part.startswith(".") for part in rel.split("/"))
 
 
@@ -150,7 +151,7 @@ def plan_changes(
     """Diff the source folder against the ledger by content hash."""
     plan = Plan(reembed_all=reembed_all)
     old = ledger.documents
-    gone = [p for p in sorted(old) if p not in files and not _hidden(p)]
+    gone = [p for p in sorted(old) if p not in files and not hidden_path(p)]
     if reembed_all:
         plan.added = [p for p in sorted(files) if p not in old]
         plan.updated = [p for p in sorted(files) if p in old]
@@ -185,6 +186,19 @@ class LoadedDoc:
     ids: list[str] | None = None
 
 
+def load_bytes(
+    path: str, data: bytes, chunk_size: int, chunk_overlap: int, count_tokens: Callable[[str], int]
+) -> LoadedDoc:
+    """Read and chunk one document's bytes; raise DocumentError if it has no usable text."""
+    loader, sections = load_document(path, data)
+    chunks = split_sections(
+        sections, size=chunk_size, overlap=chunk_overlap, count_tokens=count_tokens
+    )
+    if not chunks:
+        raise DocumentError("no text content")
+    return LoadedDoc(path, data, loader, chunks)
+
+
 def load_changed(
     plan: Plan,
     files: Mapping[str, SourceFile],
@@ -202,13 +216,7 @@ def load_changed(
         try:
             loader_for(path)
             data = read_regular(files[path].abspath)
-            loader, sections = load_document(path, data)
-            chunks = split_sections(
-                sections, size=chunk_size, overlap=chunk_overlap, count_tokens=count_tokens
-            )
-            if not chunks:
-                raise DocumentError("no text content")
-            loaded.append(LoadedDoc(path, data, loader, chunks))
+            loaded.append(load_bytes(path, data, chunk_size, chunk_overlap, count_tokens))
         except DocumentError as exc:
             failed.append(FileReport(path, str(exc)))
         except OSError as exc:
