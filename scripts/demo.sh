@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole topology on 127.0.0.1 from examples/docs, with the real model:
 # hub, primary (kbgit serve), standby (kbgit standby, woken by the hub's hook) and nginx
-# in front of them (the shipped deploy/nginx/kbgit.conf) when nginx is installed.
+# in front of them (the shipped deploy/nginx/kbgit.conf), installed by scripts/system-deps.sh
+# (needs root or sudo the first time; without it the demo runs without nginx).
 #
 # Usage: bash scripts/demo.sh [start|query|status|stop]    (state and logs under ./demo-run)
 #   start  (default) set up the venv, ingest, start everything, print a query through nginx
