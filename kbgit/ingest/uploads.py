@@ -215,19 +215,15 @@ def _commit(
     result = UploadResult(None, [], [], unchanged, [], failed, 0, 0, vectors, False)
     if base is None or not plan.changed:
         return result
+    batch = txn.writer.config.batch_size
     vecs = (
-        embed_docs(loaded, embedder, txn.writer.config.batch_size)
-        if loaded
-        else np.zeros((0, embedder.dim), dtype=np.float32)
+        embed_docs(loaded, embedder, batch) if loaded else np.zeros((0, embedder.dim), np.float32)
     )
     build = build_ingest(
         base, txn.manifest, plan, loaded, vecs,
         model_id=embedder.model_id, dim=embedder.dim, chunking=base.chunking,
     )  # fmt: skip
-    for doc in loaded:
-        txn.write(f"{DOCS_DIR}/{doc.path}", doc.data)
-    for path in plan.deleted:
-        txn.delete(f"{DOCS_DIR}/{path}")
+    _stage_docs(txn, plan, loaded)
     stage_build(txn, build)
     commit = txn.commit(*_describe(plan, build, failed))
     logger.info("upload committed %s", commit[:12])
@@ -243,6 +239,13 @@ def _commit(
         vectors=build.manifest.live_vectors,
         pushed=pushed,
     )
+
+
+def _stage_docs(txn: Transaction, plan: Plan, loaded: list[LoadedDoc]) -> None:
+    for doc in loaded:
+        txn.write(f"{DOCS_DIR}/{doc.path}", doc.data)
+    for path in plan.deleted:
+        txn.delete(f"{DOCS_DIR}/{path}")
 
 
 def _describe(
