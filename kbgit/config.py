@@ -207,6 +207,9 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
+    #: local sentence-transformers directories this server may load for a commit naming
+    #: ``local:<directory name>``, separated by ":" (a commit never names a path)
+    models: str = ""
     stores: tuple[StoreSpec, ...] = ()
 
     def __post_init__(self) -> None:
@@ -218,6 +221,11 @@ class ServeConfig:
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate store names: {names}")
+
+    @property
+    def model_dirs(self) -> list[str]:
+        """Return the local model directories of ``models``."""
+        return [d for d in self.models.split(os.pathsep) if d]
 
     @property
     def host(self) -> str:
