@@ -209,6 +209,9 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
+    #: local sentence-transformers directories this server may load for a commit naming
+    #: ``local:<directory name>``, separated by ":" (a commit never names a path)
+    models: str = ""
     stores: tuple[StoreSpec, ...] = ()
     #: largest upload request in bytes (the write API and the console's upload form)
     max_upload: int = DEFAULT_MAX_UPLOAD
@@ -233,6 +236,11 @@ class ServeConfig:
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate store names: {names}")
+
+    @property
+    def model_dirs(self) -> list[str]:
+        """Return the local model directories of ``models``."""
+        return [d for d in self.models.split(os.pathsep) if d]
 
     @property
     def host(self) -> str:

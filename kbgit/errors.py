@@ -2,6 +2,7 @@
 
 KbgitError
 ├── ConfigError        bad or missing settings (kb.toml, environment, arguments)
+│   └── ModelNotAllowedError  a commit names a model this host's settings do not allow
 ├── GitError           a git command failed; carries git's stderr
 │   └── HubMovedError  the hub has commits this store does not have (another writer pushed)
 ├── LockedError        another writer holds the store's lock
@@ -30,6 +31,10 @@ class KbgitError(Exception):
 
 class ConfigError(KbgitError):
     """Settings that are missing, malformed or contradictory."""
+
+
+class ModelNotAllowedError(ConfigError):
+    """A commit names an embedding model this host's own settings do not allow it to load."""
 
 
 class GitError(KbgitError):

@@ -31,6 +31,7 @@ from .ingest.plan import (
     plan_changes,
     scan_folder,
 )
+from .models import ModelAllowList
 from .writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,12 @@ class KnowledgeStore:
     def _query_embedder(self, snap: Snapshot) -> Embedder:
         if self.embedder.model_id == snap.ledger.model_id:
             return self.embedder
-        return load_embedder(snap.ledger.model_id)
+        return self.embedder_for(snap.ledger.model_id)
+
+    def embedder_for(self, model_id: str) -> Embedder:
+        """Return an embedder for a commit's model id (a name, resolved by local settings)."""
+        setting = ModelAllowList.from_settings([self.config.model]).resolve(model_id)
+        return load_embedder(setting, batch_size=self.config.batch_size)
 
     def query(
         self,

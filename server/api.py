@@ -17,7 +17,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kbgit.config import MAX_K
-from kbgit.errors import IntegrityError, QueryError
+from kbgit.errors import FormatError, IntegrityError, QueryError
+from kbgit.format import jsonio
 from kbgit.serving.service import KnowledgeService
 
 from .auth import require_token
@@ -73,9 +74,13 @@ def _k(value: Any) -> int:
 def _source(value: Any) -> str | list[str] | None:
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 100:
+    if (
+        isinstance(value, list)
+        and all(isinstance(v, str) for v in value)
+        and 1 <= len(value) <= 100
+    ):
         return value
-    raise BadRequest("filter.source must be a path prefix or a list of at most 100 prefixes")
+    raise BadRequest("filter.source must be a path prefix or a list of 1 to 100 prefixes")
 
 
 def _text(value: Any) -> str:
@@ -87,14 +92,24 @@ def _text(value: Any) -> str:
     return value
 
 
+def _json_body() -> Any:
+    """Return the parsed body; 400 for bad or too deeply nested JSON (never a 500)."""
+    try:
+        return jsonio.loads(request.get_data(cache=True), "request body")
+    except FormatError as exc:
+        raise BadRequest(f'{exc}; send a JSON object like {{"query": "...", "k": 5}}') from None
+
+
 def _parse_post() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
+    body = _json_body()
     if not isinstance(body, dict):
         raise BadRequest('body must be a JSON object like {"query": "...", "k": 5}')
     unknown = sorted(set(body) - _QUERY_KEYS)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}", allowed=sorted(_QUERY_KEYS))
-    filt = body.get("filter") or {}
+    # null or {} means no filter; anything else must be an object ([] and "" are refused)
+    filt = body.get("filter")
+    filt = {} if filt is None else filt
     if not isinstance(filt, dict):
         raise BadRequest('filter must be an object like {"source": "guides/"}')
     bad = sorted(set(filt) - _FILTER_KEYS)

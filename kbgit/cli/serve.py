@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ from . import main
 _OPTIONS = [
     click.option("--bind", help="HOST:PORT to listen on [default: 127.0.0.1:8000]."),
     click.option("--token", help="Bearer token for /admin/* (or KBGIT_TOKEN)."),
+    click.option(
+        "--model",
+        "model_dirs",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False),
+        help="Local model directory commits may name as local:<its name> (repeat; KBGIT_MODELS).",
+    ),
     click.option(
         "--interval",
         type=float,
@@ -45,7 +53,10 @@ def _run(config_file: Path | None, spec: StoreSpec | None, **overrides: object) 
     """Load the config, then serve until SIGINT/SIGTERM."""
     from server.run import Server  # Flask and waitress load only for these commands
 
-    extra = {"stores": (spec,)} if spec is not None else {}
+    extra: dict[str, object] = {"stores": (spec,)} if spec is not None else {}
+    model_dirs = overrides.pop("model_dirs", ())
+    if model_dirs:
+        extra["models"] = os.pathsep.join(str(d) for d in model_dirs)  # type: ignore[union-attr]
     config = ServeConfig.load(config_file, **overrides, **extra)
     if not config.stores:
         raise ConfigError("no store to serve", hint="name one, or add [serve.stores.<name>]")

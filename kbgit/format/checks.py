@@ -8,11 +8,12 @@ raises :class:`IntegrityError` naming the first mismatch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 
-from ..errors import IntegrityError, QueryError
+from ..errors import FormatError, IntegrityError, QueryError
 from ..gitrepo import GitRepo
+from ..models import check_model_id
+from . import jsonio
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef, sha256
 from .tree import plain_files
@@ -101,6 +102,7 @@ def check_header(
             f"manifest model {manifest.model_id}/{manifest.dim} differs from ledger "
             f"{ledger.model_id}/{ledger.dim}"
         )
+    check_model_id(ledger.model_id, ledger.dim)
     paths = [f.path for f in manifest.files()]
     names = [seg.name for seg in manifest.segments]
     if len(set(paths)) != len(paths) or len(set(names)) != len(names):
@@ -163,8 +165,8 @@ def parse_tombstones(ref: TombstoneRef, raw: bytes) -> list[str]:
     """Check a tombstone file against its manifest entry and return its chunk ids."""
     check_blob(ref.path, ref.sha256, ref.size, raw)
     try:
-        ids = json.loads(raw)
-    except ValueError:
+        ids = jsonio.loads(raw, ref.path)
+    except FormatError:
         ids = None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise IntegrityError(f"{ref.path}: not a JSON list of chunk ids")

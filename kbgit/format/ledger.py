@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from ..errors import FormatError
+from . import jsonio
 
 FORMAT_VERSION = 1
 LEDGER_PATH = "ledger.json"
@@ -88,7 +89,7 @@ class Ledger:
     def from_bytes(cls, raw: bytes) -> Ledger:
         """Parse and validate a ledger; raise FormatError if it is not one we can read."""
         try:
-            data = json.loads(raw)
+            data = jsonio.loads(raw, LEDGER_PATH)
             fmt = int(data["format"])
             if fmt != FORMAT_VERSION:
                 raise FormatError(

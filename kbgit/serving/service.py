@@ -26,11 +26,12 @@ from typing import Any
 
 from ..config import MAX_K
 from ..embeddings import Embedder, load_embedder
-from ..errors import KbgitError, NotReadyError, QueryError
+from ..errors import ConfigError, IntegrityError, KbgitError, NotReadyError, QueryError
 from ..format.checks import SegmentCache
 from ..format.manifest import MANIFEST_PATH, Manifest
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
+from ..models import ModelAllowList, check_model_id
 from ..store import QueryResult
 
 logger = logging.getLogger(__name__)
@@ -143,10 +144,15 @@ def freeze_long_lived() -> None:
 
 
 class EmbedderPool:
-    """Embedders shared by every store of a process, one per model id, preloaded."""
+    """Embedders shared by every store of a process, one per model id, preloaded.
 
-    def __init__(self, threads: int | None = 1) -> None:
+    A commit's model id is only a name: ``models`` (from local settings) says what it
+    may load, and nothing outside that list is ever loaded (kbgit/models.py).
+    """
+
+    def __init__(self, threads: int | None = 1, models: ModelAllowList | None = None) -> None:
         self.threads = threads
+        self.models = models or ModelAllowList()
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
 
@@ -156,20 +162,28 @@ class EmbedderPool:
 
     def warm(self, model_id: str) -> None:
         """Load ``model_id`` in the background; errors surface on the next :meth:`get`."""
-        with contextlib.suppress(KbgitError):
+        try:
             self.get(model_id)
+        except Exception as exc:  # noqa: BLE001 - reported by the get() that needs it
+            logger.debug("warming %s failed: %s", model_id, exc)
 
     def get(self, model_id: str) -> Embedder:
         """Return the embedder for ``model_id``, loading its weights now if needed."""
-        with self._lock:
-            emb = self._embedders.get(model_id)
-            if emb is None:
-                emb = load_embedder(model_id, threads=self.threads)
-                self._embedders[model_id] = emb
-        load = getattr(emb, "load", None)
-        if callable(load):
-            load()  # hot, not warm: the weights are in memory before the swap
-            emb.embed(["warm up"])
+        setting = self.models.resolve(model_id)  # refuses a model not allowed here
+        try:
+            with self._lock:
+                emb = self._embedders.get(model_id)
+                if emb is None:
+                    emb = load_embedder(setting, threads=self.threads)
+                    self._embedders[model_id] = emb
+            load = getattr(emb, "load", None)
+            if callable(load):
+                load()  # hot, not warm: the weights are in memory before the swap
+                emb.embed(["warm up"])
+        except KbgitError:
+            raise
+        except Exception as exc:  # a broken model directory: any library error
+            raise ConfigError(f"cannot load model {model_id}: {type(exc).__name__}: {exc}") from exc
         return emb
 
 
@@ -231,16 +245,30 @@ class KnowledgeService:
         if verified is not None:
             verified()
         embedder = self.embedders.get(snap.ledger.model_id)
+        if embedder.dim != snap.ledger.dim:
+            raise IntegrityError(
+                f"model {snap.ledger.model_id} makes {embedder.dim}-d vectors, "
+                f"the commit holds {snap.ledger.dim}-d ones"
+            )
         return Loaded(snap, embedder, time.time())
 
     def _warm_model(self, rev: str) -> None:
-        """Start loading the model the commit names while its index is verified."""
+        """Start loading the commit's model while its index is verified, if it may load it.
+
+        Only a model id that passes :func:`check_model_id` and this host's allow-list
+        starts a load, so what loads is chosen by local settings, never by the commit.
+        """
         raw = self.repo.read_file(rev, MANIFEST_PATH)
         try:
-            model_id = Manifest.from_bytes(raw).model_id if raw else None
+            manifest = Manifest.from_bytes(raw) if raw else None
+            if manifest is None:
+                return
+            check_model_id(manifest.model_id, manifest.dim)
+            self.embedders.models.resolve(manifest.model_id)
         except KbgitError:
-            return  # verification will report it
-        if model_id and not self.embedders.has(model_id):
+            return  # verification (or get()) will report it
+        model_id = manifest.model_id
+        if not self.embedders.has(model_id):
             threading.Thread(
                 target=self.embedders.warm, args=(model_id,), name="kbgit-model", daemon=True
             ).start()
