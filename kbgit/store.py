@@ -258,6 +258,7 @@ class KnowledgeStore:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch) if self.config.hub else None
             if hub_head is None:
                 return self.repo.head()
+            self.writer.settle(hub_head)  # a commit whose push the hub refused is undone
             head = self.repo.head()
             if head is not None and not self.repo.is_ancestor(head, hub_head):
                 raise HubMovedError(
