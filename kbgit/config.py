@@ -163,6 +163,17 @@ DEFAULT_MAX_QUERY_CHARS = 4000
 MAX_K = 100
 #: waitress worker threads (each query pins torch and faiss to one thread)
 DEFAULT_THREADS = 8
+#: seconds from a request's first byte until its header must be complete (a client
+#: trickling bytes cannot extend it: waitress's own timeout restarts on every byte)
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: seconds from a request's first byte until header and body must be complete
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: seconds a kept-alive connection may wait for its next request
+DEFAULT_IDLE_TIMEOUT = 30.0
+#: open connections; at the limit a new one closes the oldest idle or incomplete one
+DEFAULT_MAX_CONNECTIONS = 100
+#: open connections from one client address; past it that client's oldest is closed
+DEFAULT_MAX_PER_CLIENT = 50
 #: name of the store when a server hosts only one (the short paths /query, /health)
 DEFAULT_STORE_NAME = "default"
 
@@ -207,6 +218,11 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_per_client: int = DEFAULT_MAX_PER_CLIENT
     stores: tuple[StoreSpec, ...] = ()
 
     def __post_init__(self) -> None:
@@ -215,6 +231,10 @@ class ServeConfig:
             raise ConfigError("interval and backoff_max must be > 0 (seconds)")
         if self.max_body < 256 or self.max_query_chars < 1 or self.threads < 1:
             raise ConfigError("max_body must be >= 256, max_query_chars and threads >= 1")
+        if min(self.header_timeout, self.request_timeout, self.idle_timeout) <= 0:
+            raise ConfigError("header_timeout, request_timeout and idle_timeout must be > 0")
+        if self.max_connections <= self.threads or self.max_per_client < 1:
+            raise ConfigError("max_connections must exceed threads; max_per_client >= 1")
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate store names: {names}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import faiss
-from waitress import create_server, wasyncore
+from waitress import wasyncore
 
 from kbgit.config import ServeConfig
 from kbgit.errors import ConfigError, KbgitError
@@ -23,6 +23,7 @@ from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
 
 from . import create_app
+from .limits import ConnectionLimits, LimitedServer
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ class Server:
         """Open the listening socket (requests queue until :meth:`serve_forever`)."""
         pin_threads()
         try:
-            self._http = create_server(
+            # waitress, with request deadlines, eviction and a body limit (server/limits.py)
+            self._http = LimitedServer(
                 self.app,
+                ConnectionLimits.from_config(self.config),
                 host=self.config.host,
                 port=self.config.port,
                 threads=self.config.threads,
