@@ -48,6 +48,10 @@ class StoreConfig:
     branch: str = DEFAULT_BRANCH
     batch_size: int = DEFAULT_BATCH_SIZE
     author: str = DEFAULT_AUTHOR
+    #: SSH private key file; when set, every commit is signed with it (gpg.format=ssh)
+    signing_key: str = ""
+    #: allowed-signers file; when set, verify and pull accept only commits signed by it
+    allowed_signers: str = ""
 
     def __post_init__(self) -> None:
         if self.chunk_size < 8:
@@ -105,10 +109,12 @@ class StoreConfig:
             model=self.model,
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
-            hub=self.hub.replace("\\", "\\\\").replace('"', '\\"'),
+            hub=_quote(self.hub),
             branch=self.branch,
             batch_size=self.batch_size,
             author=self.author,
+            signing_key=_quote(self.signing_key),
+            allowed_signers=_quote(self.allowed_signers),
         )
 
 
@@ -134,7 +140,17 @@ branch = "{branch}"
 batch_size = {batch_size}
 # Author and committer of ingest commits.
 author = "{author}"
+# Signed commits (off when empty; see docs/security.md). signing_key: an SSH private key
+# file this store signs every commit with. allowed_signers: a file of keys (ssh-keygen's
+# allowed-signers format) that `kbgit verify` and `kbgit pull` require a signature from.
+signing_key = "{signing_key}"
+allowed_signers = "{allowed_signers}"
 """
+
+
+def _quote(value: str) -> str:
+    """Escape a value for a basic TOML string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _store_table(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,6 +239,8 @@ class ServeConfig:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_per_client: int = DEFAULT_MAX_PER_CLIENT
+    #: allowed-signers file; when set, only commits signed by one of its keys are served
+    allowed_signers: str = ""
     stores: tuple[StoreSpec, ...] = ()
 
     def __post_init__(self) -> None:

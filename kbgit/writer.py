@@ -30,6 +30,7 @@ from .errors import ConfigError, GitError, HubMovedError, IntegrityError, Locked
 from .format.checks import SegmentCache
 from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
+from .format.signatures import check_key, sign_options
 from .format.snapshot import load_snapshot
 from .format.trailers import Trailers, commit_message
 from .fsio import remove, write_atomic
@@ -218,9 +219,12 @@ class Writer:
         return self.settle(hub_head, declined=declined)
 
     def author_args(self) -> list[str]:
-        """Return git ``-c`` options naming the configured author."""
+        """Return git ``-c`` options naming the configured author (and signing key)."""
         name, _, email = self.config.author.partition(" <")
-        return ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
+        author = ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
+        if self.config.signing_key:
+            return author + sign_options(check_key(self.config.signing_key))
+        return author
 
     # -- the transaction ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -228,6 +232,8 @@ class Writer:
         self, *, wait: bool = True, on_wait: Callable[[], None] | None = None
     ) -> Iterator[Transaction]:
         """Hold the lock, repair, check the hub and yield HEAD's state for one commit."""
+        if self.config.signing_key:
+            check_key(self.config.signing_key)  # before any work: a missing key is a typo
         with self.lock(wait=wait, on_wait=on_wait):
             self.repair()
             self.check_hub(settle=True)
@@ -299,9 +305,16 @@ class Transaction:
         paths = [p for p in TRACKED if (self.writer.root / p).exists() or p in tracked]
         self.repo.run("add", "--all", "--", *paths)
         author = self.writer.author_args()
+        sign = ["-S"] if self.writer.config.signing_key else []
         if second is None:
             self.repo.run(
-                *author, "commit", "--quiet", "--no-verify", "--file=-", input=message.encode()
+                *author,
+                "commit",
+                *sign,
+                "--quiet",
+                "--no-verify",
+                "--file=-",
+                input=message.encode(),
             )
             head = self.repo.head()
             assert head is not None
@@ -309,7 +322,7 @@ class Transaction:
         assert parent is not None
         tree = self.repo.run("write-tree")
         commit = self.repo.run(
-            *author, "commit-tree", tree, "-p", parent, "-p", second, "-F", "-",
+            *author, "commit-tree", *sign, tree, "-p", parent, "-p", second, "-F", "-",
             input=message.encode(),
         )  # fmt: skip
         self.repo.run("update-ref", "-m", "kbgit", "HEAD", commit, parent)

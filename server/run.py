@@ -65,7 +65,11 @@ class Server:
                 )
             svc = self.services.add(
                 KnowledgeService(
-                    spec.name, spec.path, embedders=self.services.embedders, manage_gc=True
+                    spec.name,
+                    spec.path,
+                    embedders=self.services.embedders,
+                    manage_gc=True,
+                    allowed_signers=config.allowed_signers,
                 )
             )
             interval = config.interval if spec.hub else min(config.interval, PRIMARY_POLL)

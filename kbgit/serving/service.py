@@ -29,6 +29,7 @@ from ..embeddings import Embedder, load_embedder
 from ..errors import KbgitError, NotReadyError, QueryError
 from ..format.checks import SegmentCache
 from ..format.manifest import MANIFEST_PATH, Manifest
+from ..format.signatures import new_commits, require_signed
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
 from ..store import QueryResult
@@ -46,6 +47,8 @@ class Loaded:
     snapshot: Snapshot
     embedder: Embedder
     loaded_at: float
+    #: who signed the commit (allowed-signers principal); None when signatures are off
+    signer: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +188,11 @@ class KnowledgeService:
         role: str = "primary",
         upstream: str = "",
         manage_gc: bool = False,
+        allowed_signers: str = "",
     ) -> None:
         self.name = name
+        #: allowed-signers file; when set, only commits signed by its keys are served
+        self.allowed_signers = allowed_signers
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
@@ -225,13 +231,22 @@ class KnowledgeService:
         ``verified`` runs once the commit has passed verification, while the model may
         still be loading (the follower fast-forwards the replica there).
         """
+        signer = self._check_signed(rev)
         self._warm_model(rev)
         with gc_paused():
             snap = load_snapshot(self.repo, rev, cache=self.cache)
         if verified is not None:
             verified()
         embedder = self.embedders.get(snap.ledger.model_id)
-        return Loaded(snap, embedder, time.time())
+        return Loaded(snap, embedder, time.time(), signer)
+
+    def _check_signed(self, rev: str) -> str | None:
+        """Require an allowed signature on every commit ``rev`` adds to the served one."""
+        if not self.allowed_signers:
+            return None
+        commit = self.repo.rev_parse(rev) or rev
+        added = [c for c in new_commits(self.repo, commit, self.commit) if c != commit]
+        return require_signed(self.repo, [commit, *added], self.allowed_signers)[0].signer
 
     def _warm_model(self, rev: str) -> None:
         """Start loading the model the commit names while its index is verified."""
@@ -354,6 +369,7 @@ class KnowledgeService:
                 "commit": snap.commit if snap else None,
                 "time": _iso(snap.commit_time) if snap else None,
                 "loaded_at": _iso(cur.loaded_at) if cur else None,
+                "signer": cur.signer if cur else None,
             },
             "sync": st.to_json(),
             "lag": {"seconds": self.lag_seconds(), "commits": st.lag_commits},
