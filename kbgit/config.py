@@ -192,6 +192,8 @@ DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_MAX_PER_CLIENT = 50
 #: name of the store when a server hosts only one (the short paths /query, /health)
 DEFAULT_STORE_NAME = "default"
+#: largest upload request (POST /documents, the console's upload form), in bytes
+DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +244,14 @@ class ServeConfig:
     #: allowed-signers file; when set, only commits signed by one of its keys are served
     allowed_signers: str = ""
     stores: tuple[StoreSpec, ...] = ()
+    #: largest upload request in bytes (the write API and the console's upload form)
+    max_upload: int = DEFAULT_MAX_UPLOAD
+    #: console pages readable without login (false: every page needs the admin token)
+    ui_public: bool = True
+    #: base URLs of the other nodes: the console's fleet view, and where to find the primary
+    peers: tuple[str, ...] = ()
+    #: the primary's base URL, named in a standby's 409 answer to a write ("" = ask peers)
+    primary_url: str = ""
 
     def __post_init__(self) -> None:
         _ = self.host, self.port  # validates bind
@@ -253,6 +263,11 @@ class ServeConfig:
             raise ConfigError("header_timeout, request_timeout and idle_timeout must be > 0")
         if self.max_connections <= self.threads or self.max_per_client < 1:
             raise ConfigError("max_connections must exceed threads; max_per_client >= 1")
+        if self.max_upload < self.max_body:
+            raise ConfigError(f"max_upload must be >= max_body ({self.max_body})")
+        for url in (*self.peers, *([self.primary_url] if self.primary_url else [])):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"peer address {url!r} must start with http:// or https://")
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate store names: {names}")
@@ -324,7 +339,11 @@ def _typed_values(cls: type, section: str, data: Mapping[str, Any]) -> dict[str,
     values: dict[str, Any] = {}
     for key, raw in data.items():
         field_type = known[key].type
-        want = _TYPES.get(field_type if isinstance(field_type, str) else field_type.__name__, str)
+        type_name = field_type if isinstance(field_type, str) else field_type.__name__
+        if type_name in _PARSERS:
+            values[key] = _PARSERS[type_name](key, raw)
+            continue
+        want = _TYPES.get(type_name, str)
         accepted = (str,) if want is str else (str, int) if want is int else (str, int, float)
         try:
             if isinstance(raw, bool) or not isinstance(raw, accepted):
@@ -333,6 +352,28 @@ def _typed_values(cls: type, section: str, data: Mapping[str, Any]) -> dict[str,
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"setting {key}: expected {want.__name__}, got {raw!r}") from exc
     return values
+
+
+def _bool_setting(key: str, raw: Any) -> bool:
+    """Return a boolean setting from TOML (true/false) or the environment ("true", "0"...)."""
+    if isinstance(raw, bool):
+        return raw
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if isinstance(raw, str) and raw.strip().lower() in words:
+        return words[raw.strip().lower()]
+    raise ConfigError(f"setting {key}: expected true or false, got {raw!r}")
+
+
+def _list_setting(key: str, raw: Any) -> tuple[str, ...]:
+    """Return a list setting from TOML (a list of strings) or the environment ("a,b")."""
+    if isinstance(raw, str):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if isinstance(raw, list | tuple) and all(isinstance(v, str) for v in raw):
+        return tuple(raw)
+    raise ConfigError(f"setting {key}: expected a list of strings, got {raw!r}")
+
+
+_PARSERS = {"bool": _bool_setting, "tuple[str, ...]": _list_setting}
 
 
 def _store_specs(raw: Any) -> tuple[StoreSpec, ...]:

@@ -284,7 +284,7 @@ class Transaction:
         for path in self.deletes:
             remove(root / path, root)
         for path, data in self.writes.items():
-            write_atomic(root / path, data)
+            write_atomic(root / path, data, root=root)
         message = commit_message(subject, body, trailers)
         parent = self.repo.head()
         commit = self._commit_tree(message, parent, second_parent)

@@ -7,7 +7,6 @@ the short paths (``/query``, ``/health``, ``/ready``, ``/admin/sync``) serve it 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import math
 import threading
 import time
@@ -21,6 +20,7 @@ from kbgit.config import MAX_K
 from kbgit.errors import IntegrityError, QueryError
 from kbgit.serving.service import KnowledgeService
 
+from .auth import require_token
 from .health_view import public_health
 from .state import AppState, BadRequest, NotFound, Unauthorized
 
@@ -176,7 +176,7 @@ def health(name: str | None = None) -> tuple[Response, int]:
 def _token_given() -> bool:
     """Tell whether the request carries the admin token (details of /health are shown)."""
     try:
-        _authorize()
+        require_token()
     except Unauthorized:
         return False
     return True
@@ -204,18 +204,6 @@ def metrics() -> Response:
 
 
 # -- admin ------------------------------------------------------------------------------
-def _authorize() -> None:
-    token = _state().config.token
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if not token:
-        raise Unauthorized("admin endpoints are disabled: no token configured (KBGIT_TOKEN)")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        value.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
-    ):
-        raise Unauthorized("missing or wrong bearer token")
-
-
 def _targets(name: str | None) -> list[KnowledgeService]:
     return _state().services.services() if name is None else [_service(name)]
 
@@ -224,7 +212,7 @@ def _targets(name: str | None) -> list[KnowledgeService]:
 @bp.post("/kb/<name>/admin/sync")
 def admin_sync(name: str | None = None) -> tuple[Response, int]:
     """Wake the follower now (202); with ?wait=1 run one sync and return its result."""
-    _authorize()
+    require_token()
     state, wait = _state(), request.args.get("wait", "0") not in ("0", "", "false")
     results: dict[str, Any] = {}
     for svc in _targets(name):
@@ -243,7 +231,7 @@ def admin_sync(name: str | None = None) -> tuple[Response, int]:
 @bp.post("/kb/<name>/admin/reload")
 def admin_reload(name: str | None = None) -> tuple[Response, int]:
     """Verify and swap in the local HEAD now; 409 if it fails verification."""
-    _authorize()
+    require_token()
     results: dict[str, Any] = {}
     status = 200
     for svc in _targets(name):

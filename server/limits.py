@@ -7,15 +7,17 @@ extends waitress (a channel and a server subclass) instead of replacing it:
 
 - a whole-request deadline: the header must be complete ``header_timeout`` seconds after
   its first byte, the whole request (header and body) ``request_timeout`` seconds after
-  it; trickling bytes does not extend either;
+  it, plus one second per ``MIN_BODY_RATE`` bytes of body received (so a large upload at
+  a reasonable speed completes); trickling bytes extends neither by anything useful;
 - a connection limit that evicts instead of refusing: when ``max_connections`` are open,
   a new connection closes the oldest one that is idle or still sending its request, so a
   legitimate request (which completes in milliseconds) always gets in;
 - a per-client cap: one client address holds at most ``max_per_client`` connections;
   past it, that client's own oldest idle or incomplete connection is closed;
-- request bodies larger than ``max_body`` are refused by waitress as soon as the header
-  (Content-Length) or the chunked stream shows it, before they are spooled to disk, with
-  the same JSON 400 the application gives.
+- request bodies larger than the largest any endpoint accepts (``max_upload`` plus room
+  for multipart headers) are refused by waitress as soon as the header (Content-Length)
+  or the chunked stream shows it, before they are spooled to disk, with a JSON 400 like
+  the application's; smaller ones over ``max_body`` are refused by the application.
 
 Deadlines are checked by waitress's maintenance pass, every ``CHECK_INTERVAL`` second.
 """
@@ -38,6 +40,8 @@ from kbgit.config import ServeConfig
 
 #: seconds between deadline checks (waitress's cleanup_interval; an int)
 CHECK_INTERVAL = 1
+#: bytes per second of body that extend request_timeout (a 32 MiB upload earns 512 s)
+MIN_BODY_RATE = 64 * 1024
 #: extra sockets waitress may hold above max_connections while evicted ones close
 EVICTION_HEADROOM = 8
 
@@ -51,10 +55,11 @@ class ConnectionLimits:
     idle_timeout: float
     max_connections: int
     max_per_client: int
-    max_body: int
+    #: largest request body waitress receives (the largest any endpoint accepts)
+    max_request_body: int
 
     @classmethod
-    def from_config(cls, config: ServeConfig) -> ConnectionLimits:
+    def from_config(cls, config: ServeConfig, *, max_request_body: int) -> ConnectionLimits:
         """Take the limits from a server's settings."""
         return cls(
             header_timeout=config.header_timeout,
@@ -62,7 +67,7 @@ class ConnectionLimits:
             idle_timeout=config.idle_timeout,
             max_connections=config.max_connections,
             max_per_client=config.max_per_client,
-            max_body=config.max_body,
+            max_request_body=max_request_body,
         )
 
 
@@ -74,7 +79,7 @@ class JsonErrorTask(ErrorTask):
         err = self.request.error
         status, message = err.code, f"{err.reason}: {err.body}"
         if isinstance(err, RequestEntityTooLarge):
-            limit = self.channel.server.limits.max_body
+            limit = self.channel.server.limits.max_request_body
             status, message = 400, f"request body larger than {limit} bytes"
         body = json.dumps({"error": message}).encode()
         self.status = f"{status} {'Bad Request' if status == 400 else err.reason}"
@@ -109,8 +114,11 @@ class DeadlineChannel(HTTPChannel):
         if self.request_started is None or self.requests:
             return False
         age = now - self.request_started
-        headers_done = self.request is not None and self.request.headers_finished
-        return age > limits.request_timeout or (not headers_done and age > limits.header_timeout)
+        req = self.request
+        if req is None or not req.headers_finished:
+            return age > limits.header_timeout
+        # a large upload earns time by what it delivers; a trickle earns almost none
+        return age > limits.request_timeout + req.body_bytes_received / MIN_BODY_RATE
 
 
 class LimitedServer(TcpWSGIServer):
@@ -124,8 +132,8 @@ class LimitedServer(TcpWSGIServer):
             connection_limit=limits.max_connections + EVICTION_HEADROOM,
             channel_timeout=max(1, round(limits.idle_timeout)),
             cleanup_interval=CHECK_INTERVAL,
-            # waitress refuses Content-Length >= this, so allow exactly max_body
-            max_request_body_size=limits.max_body + 1,
+            # waitress refuses Content-Length >= this, so allow exactly the limit
+            max_request_body_size=limits.max_request_body + 1,
             asyncore_use_poll=True,  # select() fails past fd 1024
         )
         super().__init__(application, map={}, adj=Adjustments(**kw))

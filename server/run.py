@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 PRIMARY_POLL = 1.0
 #: answers up to this size leave in one send() (atomic for a proxy when a process dies)
 RESPONSE_SEND_BYTES = 65536
+#: room for multipart headers above ``max_upload`` before waitress itself refuses a body
+UPLOAD_SLACK = 64 * 1024
 
 
 def pin_threads() -> None:
@@ -104,12 +106,20 @@ class Server:
             # waitress, with request deadlines, eviction and a body limit (server/limits.py)
             self._http = LimitedServer(
                 self.app,
-                ConnectionLimits.from_config(self.config),
+                # waitress spools bodies up to 1 GiB by default before the app's own size
+                # check runs: cap it just above the largest body the app accepts
+                ConnectionLimits.from_config(
+                    self.config, max_request_body=self.config.max_upload + UPLOAD_SLACK
+                ),
                 host=self.config.host,
                 port=self.config.port,
                 threads=self.config.threads,
                 ident="kbgit",
                 clear_untrusted_proxy_headers=True,
+                # a TLS-terminating nginx on this host says https: the console's session
+                # cookie is then marked Secure (the only use of the header)
+                trusted_proxy="127.0.0.1",
+                trusted_proxy_headers="x-forwarded-proto",
             )
         except OSError as exc:  # port in use, address not on this host, no permission
             raise ConfigError(

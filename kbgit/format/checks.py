@@ -15,6 +15,7 @@ from ..errors import IntegrityError, QueryError
 from ..gitrepo import GitRepo
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef, sha256
+from .tree import plain_files
 from .vector_index import Segment, decode_segment
 
 #: extensions that must never appear in a commit: loading them would mean unpickling
@@ -75,7 +76,7 @@ def segment_claims(ref: SegmentRef) -> tuple:
 
 def read_tree(repo: GitRepo, commit: str) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
     """Read a commit's tree, ledger and manifest; refuse pickle files."""
-    tree = repo.ls_tree(commit)
+    tree = plain_files(repo.tree_entries(commit))
     for path in tree:
         if path.lower().endswith(FORBIDDEN_SUFFIXES):
             raise IntegrityError(f"{path}: pickle files are refused (loading one runs code)")
