@@ -7,7 +7,8 @@ KbgitError
 │   └── HubMovedError  the hub has commits this store does not have (another writer pushed)
 ├── LockedError        another writer holds the store's lock
 ├── IntegrityError     a commit whose files do not match its manifest and ledger
-│   └── FormatError    a store written in a format this version cannot read
+│   ├── FormatError    a store written in a format this version cannot read
+│   └── SignatureError a commit not signed by a key in the allowed signers
 ├── DocumentError      one source file that cannot be read (reported; the others still ingest)
 ├── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
 ├── NotReadyError      a served store has no verified snapshot loaded yet (HTTP 503)
@@ -59,6 +60,10 @@ class IntegrityError(KbgitError):
 
 class FormatError(IntegrityError):
     """A store format version this release does not understand."""
+
+
+class SignatureError(IntegrityError):
+    """A commit that is unsigned, or signed by a key not in the allowed signers."""
 
 
 class QueryError(KbgitError):

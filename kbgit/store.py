@@ -21,6 +21,7 @@ from .embeddings import Embedder, load_embedder
 from .errors import ConfigError, GitError, HubMovedError, KbgitError, QueryError
 from .format.checks import SegmentCache
 from .format.ledger import Ledger
+from .format.signatures import Signature, new_commits, require_signed
 from .format.snapshot import Hit, Snapshot, load_snapshot
 from .fsio import write_atomic
 from .gitrepo import GitRepo, absolute_remote
@@ -163,7 +164,17 @@ class KnowledgeStore:
 
     def verify(self, rev: str = "HEAD") -> Snapshot:
         """Check every file of ``rev`` against its manifest and ledger; raise IntegrityError."""
+        self.signature(rev)
         return load_snapshot(self.repo, rev, cache=SegmentCache())
+
+    def signature(self, rev: str = "HEAD") -> Signature | None:
+        """Return who signed ``rev`` (None without ``allowed_signers``); raise SignatureError."""
+        if not self.config.allowed_signers:
+            return None
+        commit = self.repo.rev_parse(rev)
+        if commit is None:
+            raise QueryError(f"unknown revision {rev!r}")
+        return require_signed(self.repo, [commit], self.config.allowed_signers)[0]
 
     def _query_embedder(self, snap: Snapshot) -> Embedder:
         if self.embedder.model_id == snap.ledger.model_id:
@@ -264,11 +275,16 @@ class KnowledgeStore:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch) if self.config.hub else None
             if hub_head is None:
                 return self.repo.head()
+            self.writer.settle(hub_head)  # a commit whose push the hub refused is undone
             head = self.repo.head()
             if head is not None and not self.repo.is_ancestor(head, hub_head):
                 raise HubMovedError(
                     "cannot fast-forward: this store has commits the hub lacks",
                     hint="push them (kbgit ingest pushes) or re-clone the store",
+                )
+            if self.config.allowed_signers:  # refuse an unsigned commit
+                require_signed(
+                    self.repo, new_commits(self.repo, hub_head, head), self.config.allowed_signers
                 )
             load_snapshot(self.repo, hub_head, cache=self._cache)  # refuse a bad commit
             self.repo.run("merge", "--ff-only", "--quiet", hub_head)

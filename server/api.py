@@ -22,7 +22,8 @@ from kbgit.format import jsonio
 from kbgit.serving.service import KnowledgeService
 
 from .auth import require_token
-from .state import AppState, BadRequest, NotFound
+from .health_view import public_health
+from .state import AppState, BadRequest, NotFound, Unauthorized
 
 bp = Blueprint("kbgit", __name__)
 
@@ -169,16 +170,31 @@ def query(name: str | None = None) -> Response:
 @bp.get("/health")
 @bp.get("/kb/<name>/health")
 def health(name: str | None = None) -> tuple[Response, int]:
-    """Report the truth about the served stores; 200 only when they can answer."""
+    """Report the truth about the served stores; 200 only when they can answer.
+
+    Paths and raw error text only with the admin token (server/health_view.py).
+    """
     services = _state().services
     if name is None and services.single is None:
-        stores = services.each(lambda s: s.health())
         ok = services.ready
-        body = {"status": "ok" if ok else "unavailable", "stores": stores}
-        return jsonify(body), 200 if ok else 503
-    svc = _service(name)
-    body = {"status": "ok" if svc.ready else "unavailable", **svc.health()}
-    return jsonify(body), 200 if svc.ready else 503
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "stores": services.each(lambda s: s.health()),
+        }
+    else:
+        svc = _service(name)
+        ok = svc.ready
+        body = {"status": "ok" if ok else "unavailable", **svc.health()}
+    return jsonify(body if _token_given() else public_health(body)), 200 if ok else 503
+
+
+def _token_given() -> bool:
+    """Tell whether the request carries the admin token (details of /health are shown)."""
+    try:
+        require_token()
+    except Unauthorized:
+        return False
+    return True
 
 
 @bp.get("/ready")

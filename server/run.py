@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import faiss
-from waitress import create_server, wasyncore
+from waitress import wasyncore
 
 from kbgit.config import CONFIG_NAME, ServeConfig, StoreConfig
 from kbgit.errors import ConfigError, KbgitError
@@ -25,6 +25,7 @@ from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
 
 from . import create_app
+from .limits import ConnectionLimits, LimitedServer
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ class Server:
                 )
             svc = self.services.add(
                 KnowledgeService(
-                    spec.name, spec.path, embedders=self.services.embedders, manage_gc=True
+                    spec.name,
+                    spec.path,
+                    embedders=self.services.embedders,
+                    manage_gc=True,
+                    allowed_signers=config.allowed_signers,
                 )
             )
             interval = config.interval if spec.hub else min(config.interval, PRIMARY_POLL)
@@ -111,8 +116,14 @@ class Server:
         """Open the listening socket (requests queue until :meth:`serve_forever`)."""
         pin_threads()
         try:
-            self._http = create_server(
+            # waitress, with request deadlines, eviction and a body limit (server/limits.py)
+            self._http = LimitedServer(
                 self.app,
+                # waitress spools bodies up to 1 GiB by default before the app's own size
+                # check runs: cap it just above the largest body the app accepts
+                ConnectionLimits.from_config(
+                    self.config, max_request_body=self.config.max_upload + UPLOAD_SLACK
+                ),
                 host=self.config.host,
                 port=self.config.port,
                 threads=self.config.threads,
@@ -122,9 +133,6 @@ class Server:
                 # cookie is then marked Secure (the only use of the header)
                 trusted_proxy="127.0.0.1",
                 trusted_proxy_headers="x-forwarded-proto",
-                # waitress spools bodies up to 1 GiB by default before the app's own size
-                # check runs: cap it just above the largest body the app accepts
-                max_request_body_size=self.config.max_upload + UPLOAD_SLACK,
             )
         except OSError as exc:  # port in use, address not on this host, no permission
             raise ConfigError(

@@ -19,7 +19,7 @@ LAYERS = [
     {"kbgit.errors", "kbgit.fsio"},
     {"kbgit.config", "kbgit.gitrepo", "kbgit.embeddings", "kbgit.models"},
     {"kbgit.format"},
-    {"kbgit.writer"},
+    {"kbgit.writer", "kbgit.unpushed"},
     {"kbgit.ingest"},
     {"kbgit.store", "kbgit.history"},
     {"kbgit.langchain", "kbgit.serving", "kbgit.hub"},

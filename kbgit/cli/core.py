@@ -239,19 +239,23 @@ def query(
 def verify(store: Path, rev: str) -> None:
     """Check a commit: every checksum, ledger vs manifest vs vectors vs tombstones vs docs.
 
-    Exit code 0 only when everything agrees; 4 names the first mismatch.
+    Exit code 0 only when everything agrees; 4 names the first mismatch. With
+    allowed_signers in kb.toml it also requires, and names, the commit's signer.
 
     Example: kbgit verify ./kb HEAD~3
     """
+    kb = KnowledgeStore(store)
     try:
-        snap = KnowledgeStore(store).verify(rev)
+        snap = kb.verify(rev)
+        sig = kb.signature(rev)
     except IntegrityError as exc:
         click.secho(f"FAILED {rev}: {exc}", fg="red", err=True)
         sys.exit(EXIT_INTEGRITY)
     click.echo(
         f"ok {snap.commit[:12]}: {len(snap.ledger.documents)} documents, "
         f"{snap.vectors} live vectors in {len(snap.manifest.segments)} segments, "
-        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d)"
+        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d); "
+        + (sig.describe() if sig else "signature not checked (no allowed_signers)")
     )
 
 

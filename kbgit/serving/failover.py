@@ -36,6 +36,7 @@ from ..embeddings import BUNDLED_MODEL, BUNDLED_MODEL_ID, FAKE_PREFIX
 from ..errors import ConfigError, GitError, HubMovedError, LockedError
 from ..format.checks import SegmentCache
 from ..format.ledger import LEDGER_PATH, Ledger
+from ..format.signatures import check_key
 from ..format.snapshot import load_snapshot
 from ..fsio import write_atomic
 from ..gitrepo import GitRepo
@@ -169,9 +170,16 @@ def _catch_up(repo: GitRepo, branch: str) -> tuple[int, bool]:
 
 
 def promote(
-    replica: str | os.PathLike[str], *, model: str | None = None, author: str | None = None
+    replica: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    author: str | None = None,
+    signing_key: str | os.PathLike[str] | None = None,
 ) -> PromoteResult:
-    """Turn a standby's replica into the writer: a store `kbgit ingest` accepts."""
+    """Turn a standby's replica into the writer: a store `kbgit ingest` accepts.
+
+    With ``signing_key`` (this node's own SSH key) every commit it writes is signed.
+    """
     root = Path(replica)
     if not (root / ".git").is_dir():
         raise ConfigError(f"{root} is not a replica", hint="promote a kbgit standby's directory")
@@ -197,6 +205,8 @@ def promote(
         config = settings_from_ledger(Ledger.from_bytes(raw), hub, branch, model)
         if author:
             config = dataclasses.replace(config, author=author)
+        if signing_key:
+            config = dataclasses.replace(config, signing_key=str(check_key(signing_key)))
         _write_config(root, config)
         repo.run("reset", "--quiet", "--hard", head)  # a clean tree: ingest repairs nothing
     logger.info("promoted %s at %s (hub %s)", root, head[:12], hub)

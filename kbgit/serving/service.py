@@ -29,6 +29,7 @@ from ..embeddings import Embedder, load_embedder
 from ..errors import ConfigError, IntegrityError, KbgitError, NotReadyError, QueryError
 from ..format.checks import SegmentCache
 from ..format.manifest import MANIFEST_PATH, Manifest
+from ..format.signatures import new_commits, require_signed
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
 from ..models import ModelAllowList, check_model_id
@@ -47,6 +48,8 @@ class Loaded:
     snapshot: Snapshot
     embedder: Embedder
     loaded_at: float
+    #: who signed the commit (allowed-signers principal); None when signatures are off
+    signer: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,8 +202,11 @@ class KnowledgeService:
         role: str = "primary",
         upstream: str = "",
         manage_gc: bool = False,
+        allowed_signers: str = "",
     ) -> None:
         self.name = name
+        #: allowed-signers file; when set, only commits signed by its keys are served
+        self.allowed_signers = allowed_signers
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
@@ -239,6 +245,7 @@ class KnowledgeService:
         ``verified`` runs once the commit has passed verification, while the model may
         still be loading (the follower fast-forwards the replica there).
         """
+        signer = self._check_signed(rev)
         self._warm_model(rev)
         with gc_paused():
             snap = load_snapshot(self.repo, rev, cache=self.cache)
@@ -250,7 +257,15 @@ class KnowledgeService:
                 f"model {snap.ledger.model_id} makes {embedder.dim}-d vectors, "
                 f"the commit holds {snap.ledger.dim}-d ones"
             )
-        return Loaded(snap, embedder, time.time())
+        return Loaded(snap, embedder, time.time(), signer)
+
+    def _check_signed(self, rev: str) -> str | None:
+        """Require an allowed signature on every commit ``rev`` adds to the served one."""
+        if not self.allowed_signers:
+            return None
+        commit = self.repo.rev_parse(rev) or rev
+        added = [c for c in new_commits(self.repo, commit, self.commit) if c != commit]
+        return require_signed(self.repo, [commit, *added], self.allowed_signers)[0].signer
 
     def _warm_model(self, rev: str) -> None:
         """Start loading the commit's model while its index is verified, if it may load it.
@@ -382,6 +397,7 @@ class KnowledgeService:
                 "commit": snap.commit if snap else None,
                 "time": _iso(snap.commit_time) if snap else None,
                 "loaded_at": _iso(cur.loaded_at) if cur else None,
+                "signer": cur.signer if cur else None,
             },
             "sync": st.to_json(),
             "lag": {"seconds": self.lag_seconds(), "commits": st.lag_commits},
