@@ -5,6 +5,7 @@ KbgitError
 │   └── ModelNotAllowedError  a commit names a model this host's settings do not allow
 ├── GitError           a git command failed; carries git's stderr
 │   └── HubMovedError  the hub has commits this store does not have (another writer pushed)
+│       └── FencedError  the hub records another store as the writer (a promotion fenced this one)
 ├── LockedError        another writer holds the store's lock
 ├── IntegrityError     a commit whose files do not match its manifest and ledger
 │   ├── FormatError    a store written in a format this version cannot read
@@ -48,6 +49,10 @@ class GitError(KbgitError):
 
 class HubMovedError(GitError):
     """The hub's branch is not an ancestor of ours: another writer pushed."""
+
+
+class FencedError(HubMovedError):
+    """The hub's writer record (refs/kbgit/writer) names another store: this one must not write."""
 
 
 class LockedError(KbgitError):

@@ -24,7 +24,7 @@ from .format.ledger import Ledger
 from .format.signatures import Signature, new_commits, require_signed
 from .format.snapshot import Hit, Snapshot, load_snapshot
 from .fsio import write_atomic
-from .gitrepo import GitRepo, absolute_remote
+from .gitrepo import GitRepo, absolute_remote, redact
 from .ingest.commit import IngestResult, run_ingest
 from .ingest.plan import (
     Plan,
@@ -241,7 +241,7 @@ class KnowledgeStore:
             len(manifest.segments) if manifest else 0,
             sum(len(s.tombstones) for s in manifest.segments) if manifest else 0,
             ledger.model_id if ledger else None,
-            self.config.hub or None,
+            redact(self.config.hub) or None,
             hub_head,
             ahead,
             behind,
@@ -318,7 +318,7 @@ def _hub_has_history(hub: str, branch: str) -> bool:
         out = GitRepo(".").run("ls-remote", "--heads", hub, branch)
     except GitError as exc:
         raise GitError(
-            f"cannot reach the hub {hub}",
+            f"cannot reach the hub {redact(hub)}",
             stderr=exc.stderr,
             hint="create it first: kbgit hub create PATH",
         ) from exc

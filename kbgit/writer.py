@@ -26,7 +26,8 @@ from pathlib import Path
 import filelock
 
 from .config import HUB_REMOTE, StoreConfig
-from .errors import ConfigError, GitError, HubMovedError, IntegrityError, LockedError
+from .errors import ConfigError, FencedError, GitError, HubMovedError, IntegrityError, LockedError
+from .fencing import ensure_held, push_branch
 from .format.checks import SegmentCache
 from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
@@ -34,7 +35,7 @@ from .format.signatures import check_key, sign_options
 from .format.snapshot import load_snapshot
 from .format.trailers import Trailers, commit_message
 from .fsio import remove, write_atomic
-from .gitrepo import GitRepo
+from .gitrepo import GitRepo, redact
 from .unpushed import clear_pushing, mark_pushing, refused_hint, settle_refused
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class Writer:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch)
         except GitError as exc:
             raise GitError(
-                f"cannot reach the hub {self.config.hub}: {exc.stderr or exc}",
+                f"cannot reach the hub {redact(self.config.hub)}: {exc.stderr or exc}",
                 stderr=exc.stderr,
                 hint="check the hub path/URL in kb.toml; nothing was changed",
             ) from exc
@@ -187,8 +188,10 @@ class Writer:
         if hub_head == head:
             return False
         self.mark_pushing()
-        try:
-            self.repo.run("push", "--quiet", HUB_REMOTE, f"HEAD:refs/heads/{self.config.branch}")
+        try:  # atomic with the leased writer ref: a fenced store's branch update never lands
+            push_branch(self.repo, HUB_REMOTE, self.config.branch)
+        except FencedError:
+            raise
         except GitError as exc:
             declined = "hook declined" in exc.stderr
             undone = self._settle_after_refusal(declined)
@@ -236,7 +239,13 @@ class Writer:
             check_key(self.config.signing_key)  # before any work: a missing key is a typo
         with self.lock(wait=wait, on_wait=on_wait):
             self.repair()
-            self.check_hub(settle=True)
+            try:
+                self.check_hub(settle=True)
+            except HubMovedError:  # fenced by a promotion: say that rather than "moved"
+                ensure_held(self.repo, HUB_REMOTE, fetch=False, take_free=False)
+                raise
+            if self.config.hub:  # refs/kbgit/writer must name this store (or nobody yet)
+                ensure_held(self.repo, HUB_REMOTE, fetch=False)
             yield Transaction(self, self.head_state())
 
 

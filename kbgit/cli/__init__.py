@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..errors import IntegrityError, KbgitError
+from ..gitrepo import redact
 
 EXIT_ERROR = 1
 EXIT_PARTIAL = 3
@@ -64,9 +65,9 @@ class KbgitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KbgitError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
             if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
+                click.echo(f"hint: {redact(exc.hint)}", err=True)
             ctx.exit(EXIT_INTEGRITY if isinstance(exc, IntegrityError) else EXIT_ERROR)
 
 

@@ -83,6 +83,10 @@ class SyncState:
     refused: list[Refusal] = dataclasses.field(default_factory=list)
     refused_total: int = 0
     diverged: bool = False
+    #: a primary fenced by a promotion: why (None while it holds the writer role)
+    fenced: str | None = None
+    #: the hub's writer record (refs/kbgit/writer) as a primary last saw it
+    writer: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``sync`` section of /health."""
@@ -95,6 +99,8 @@ class SyncState:
             "failures_in_row": self.failures_in_row,
             "upstream_head": self.upstream_head,
             "diverged": self.diverged,
+            "fenced": self.fenced,
+            "writer": self.writer,
         }
 
 
@@ -229,8 +235,8 @@ class KnowledgeService:
 
     @property
     def ready(self) -> bool:
-        """Tell whether queries can be answered (index and model in memory)."""
-        return self._current is not None
+        """Tell whether queries can be answered (index and model in memory, not fenced)."""
+        return self._current is not None and self.sync.fenced is None
 
     @property
     def commit(self) -> str | None:
@@ -355,6 +361,11 @@ class KnowledgeService:
         cur = self._current
         if cur is None:
             raise NotReadyError(f"store {self.name!r} is not loaded yet", hint="retry shortly")
+        if self.sync.fenced is not None:  # its data may be stale: the writer moved elsewhere
+            raise NotReadyError(
+                f"store {self.name!r} is fenced: {self.sync.fenced}",
+                hint="ask the new primary; rejoin this one as a standby: kbgit rejoin STORE",
+            )
         if not text or not text.strip():
             raise QueryError("query text is empty")
         if not 1 <= k <= MAX_K:
@@ -382,7 +393,7 @@ class KnowledgeService:
         return {
             "store": self.name,
             "role": st.role,
-            "ready": cur is not None,
+            "ready": self.ready,
             "index": {
                 "loaded": snap is not None,
                 "vectors": snap.vectors if snap else 0,
