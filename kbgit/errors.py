@@ -9,6 +9,7 @@ KbgitError
 │   └── FormatError    a store written in a format this version cannot read
 ├── DocumentError      one source file that cannot be read (reported; the others still ingest)
 ├── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
+├── EvalError          an eval set that is malformed, or an eval that cannot run
 ├── NotReadyError      a served store has no verified snapshot loaded yet (HTTP 503)
 └── PickleRefusedError a LangChain index.pkl kbgit will not unpickle (not trusted / not LangChain)
 """
@@ -58,6 +59,10 @@ class FormatError(IntegrityError):
 
 class QueryError(KbgitError):
     """A query that is malformed or asks for something that does not exist."""
+
+
+class EvalError(KbgitError):
+    """An eval set that is malformed, or an eval that cannot run as asked."""
 
 
 class DocumentError(KbgitError):
