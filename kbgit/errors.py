@@ -12,6 +12,7 @@ KbgitError
 │   └── SignatureError a commit not signed by a key in the allowed signers
 ├── DocumentError      one source file that cannot be read (reported; the others still ingest)
 ├── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
+├── EvalError          an eval set that is malformed, or an eval that cannot run
 ├── NotReadyError      a served store has no verified snapshot loaded yet (HTTP 503)
 └── PickleRefusedError a LangChain index.pkl kbgit will not unpickle (not trusted / not LangChain)
 """
@@ -73,6 +74,10 @@ class SignatureError(IntegrityError):
 
 class QueryError(KbgitError):
     """A query that is malformed or asks for something that does not exist."""
+
+
+class EvalError(KbgitError):
+    """An eval set that is malformed, or an eval that cannot run as asked."""
 
 
 class DocumentError(KbgitError):

@@ -28,7 +28,7 @@ import filelock
 from .config import HUB_REMOTE, StoreConfig
 from .errors import ConfigError, FencedError, GitError, HubMovedError, IntegrityError, LockedError
 from .fencing import ensure_held, push_branch
-from .format.checks import SegmentCache
+from .format.checks import EVALS_DIR, SegmentCache
 from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
 from .format.signatures import check_key, sign_options
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = "kbgit-writer.lock"
 #: the paths a kbgit commit consists of; repair and commits touch nothing else
-TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, MANIFEST_PATH)
+TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, MANIFEST_PATH, EVALS_DIR)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kbgit.config import MAX_K
 from kbgit.errors import FormatError, IntegrityError, QueryError
 from kbgit.format import jsonio
+from kbgit.retrieval.fusion import HybridOptions
 from kbgit.serving.service import KnowledgeService
 
 from .auth import require_token
@@ -27,7 +28,8 @@ from .state import AppState, BadRequest, NotFound, Unauthorized
 
 bp = Blueprint("kbgit", __name__)
 
-_QUERY_KEYS = {"query", "k", "filter", "score_threshold"}
+_MODE_KEYS = {"mode", "alpha", "fusion", "rrf_k", "depth"}
+_QUERY_KEYS = {"query", "k", "filter", "score_threshold"} | _MODE_KEYS
 _FILTER_KEYS = {"source"}
 _pinned = threading.local()
 
@@ -122,12 +124,31 @@ def _parse_post() -> dict[str, Any]:
         "k": _k(body.get("k", 5)),
         "source": _source(filt.get("source")),
         "score_threshold": None if threshold is None else _number(threshold, "score_threshold"),
+        "options": {key: body[key] for key in _MODE_KEYS if key in body},
     }
+
+
+def _options(given: dict[str, Any], default: HybridOptions) -> HybridOptions:
+    """Return the query's retrieval options (QueryError, hence 400, names a bad value)."""
+    return dataclasses.replace(default, **given)
+
+
+def _get_options(args: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {k: args[k] for k in ("mode", "fusion") if k in args}
+    try:
+        if "alpha" in args:
+            out["alpha"] = float(args["alpha"])
+        for key in ("rrf_k", "depth"):
+            if key in args:
+                out[key] = int(args[key])
+    except ValueError as exc:
+        raise BadRequest("alpha must be a number, rrf_k and depth integers") from exc
+    return out
 
 
 def _parse_get() -> dict[str, Any]:
     args = request.args
-    unknown = sorted(set(args) - {"q", "query", "k", "source", "score_threshold"})
+    unknown = sorted(set(args) - {"q", "query", "k", "source", "score_threshold"} - _MODE_KEYS)
     if unknown:
         raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}")
     try:
@@ -142,6 +163,7 @@ def _parse_get() -> dict[str, Any]:
         "k": _k(k),
         "source": sources or None,
         "score_threshold": None if threshold_f is None else _number(threshold_f, "score_threshold"),
+        "options": _get_options(args),
     }
 
 
@@ -152,9 +174,14 @@ def query(name: str | None = None) -> Response:
     started = time.perf_counter()
     svc = _service(name)
     args = _parse_post() if request.method == "POST" else _parse_get()
+    opts = _options(args["options"], svc.options)
     _pin_threads()
     res = svc.query(
-        args["text"], args["k"], source=args["source"], score_threshold=args["score_threshold"]
+        args["text"],
+        args["k"],
+        source=args["source"],
+        score_threshold=args["score_threshold"],
+        options=opts,
     )
     took = time.perf_counter() - started
     _state().metrics.query_seconds.labels(svc.name).observe(took)
@@ -162,6 +189,7 @@ def query(name: str | None = None) -> Response:
         store=svc.name,
         commit=res.commit,
         took_ms=round(took * 1000, 3),
+        mode=opts.to_json(),
         hits=[h.to_json() for h in res.hits],
     )
 

@@ -19,6 +19,7 @@ LAYERS = [
     {"kbgit.errors", "kbgit.fsio"},
     {"kbgit.config", "kbgit.gitrepo", "kbgit.embeddings", "kbgit.models", "kbgit.fencing"},
     {"kbgit.format"},
+    {"kbgit.retrieval"},
     {"kbgit.writer", "kbgit.unpushed"},
     {"kbgit.ingest"},
     {"kbgit.store", "kbgit.history"},

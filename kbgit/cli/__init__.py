@@ -96,4 +96,4 @@ def emit_json(data: Any) -> None:
 
 
 # command modules register themselves on `main` when imported
-from . import core, ha, history, lc, serve  # noqa: E402,F401
+from . import core, ha, history, lc, retrieval, serve  # noqa: E402,F401

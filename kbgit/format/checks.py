@@ -70,6 +70,10 @@ class SegmentCache:
             self._docs = {b: v for b, v in self._docs.items() if b in docs}
 
 
+#: eval sets versioned with the documents (kbgit/retrieval/evals.py reads them)
+EVALS_DIR = "evals"
+
+
 def segment_claims(ref: SegmentRef) -> tuple:
     """Return the manifest facts a segment's bytes are verified against."""
     return (ref.faiss.sha256, ref.faiss.size, ref.rows.sha256, ref.rows.size, ref.vectors, ref.dim)
@@ -266,7 +270,9 @@ def check_docs(
     others = [
         p
         for p in tree
-        if not p.startswith((prefix, INDEX_DIR + "/")) and p not in (LEDGER_PATH, MANIFEST_PATH)
+        if not p.startswith((prefix, INDEX_DIR + "/"))
+        and p not in (LEDGER_PATH, MANIFEST_PATH)
+        and not (p.startswith(EVALS_DIR + "/") and p.endswith(".jsonl"))
     ]
     if others:
         raise IntegrityError(f"unexpected file in the store: {others[0]}")

@@ -33,6 +33,10 @@ from ..format.signatures import new_commits, require_signed
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
 from ..models import ModelAllowList, check_model_id
+from ..retrieval.evals import Score, served_score
+from ..retrieval.fusion import HybridOptions
+from ..retrieval.lexical import LexicalIndex
+from ..retrieval.search import LexicalIndexes, search
 from ..store import QueryResult
 
 logger = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ class Loaded:
     loaded_at: float
     #: who signed the commit (allowed-signers principal); None when signatures are off
     signer: str | None = None
+    #: BM25 over the same snapshot's live chunks (built before the swap)
+    lexical: LexicalIndex | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +222,12 @@ class KnowledgeService:
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
+        #: per-segment BM25 terms cached by content; one lexical index per loaded commit
+        self.lexical = LexicalIndexes()
+        #: how queries that name no mode retrieve
+        self.options = HybridOptions()
+        #: (commit, score) of the last served commit's own evals/ (None: it has none)
+        self.eval_score: tuple[str, Score] | None = None
         self.embedders = embedders or EmbedderPool()
         self.sync = SyncState(role=role, upstream=upstream)
         #: a server process sets this: freeze served snapshots out of the cyclic GC
@@ -257,13 +269,14 @@ class KnowledgeService:
             snap = load_snapshot(self.repo, rev, cache=self.cache)
         if verified is not None:
             verified()
+        lexical = self.lexical.get(snap)
         embedder = self.embedders.get(snap.ledger.model_id)
         if embedder.dim != snap.ledger.dim:
             raise IntegrityError(
                 f"model {snap.ledger.model_id} makes {embedder.dim}-d vectors, "
                 f"the commit holds {snap.ledger.dim}-d ones"
             )
-        return Loaded(snap, embedder, time.time(), signer)
+        return Loaded(snap, embedder, time.time(), signer=signer, lexical=lexical)
 
     def _check_signed(self, rev: str) -> str | None:
         """Require an allowed signature on every commit ``rev`` adds to the served one."""
@@ -302,9 +315,11 @@ class KnowledgeService:
         changed = old is None or old.snapshot.commit != snap.commit
         del old  # freed here by reference counting, or when its last query returns
         self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs))
+        self.lexical.retain(snap)
         if self.manage_gc:
             freeze_long_lived()
         if changed:
+            self._score_evals(loaded)
             took = time.monotonic() - started if started is not None else 0.0
             self.reloads += 1
             self.reload_seconds += took
@@ -316,6 +331,26 @@ class KnowledgeService:
                 snap.vectors,
                 took,
             )
+
+    def _score_evals(self, loaded: Loaded) -> None:
+        """Score the served commit's own eval sets in the background (for /metrics)."""
+        snap = loaded.snapshot
+
+        def run() -> None:
+            try:
+                score = served_score(
+                    self.repo,
+                    snap,
+                    self.options,
+                    embed=lambda t: loaded.embedder.embed([t])[0],
+                    lexical=lambda: loaded.lexical or self.lexical.get(snap),
+                )
+            except KbgitError as exc:
+                logger.warning("%s: eval of %s failed: %s", self.name, snap.commit[:12], exc)
+                return
+            self.eval_score = (snap.commit, score) if score else None
+
+        threading.Thread(target=run, name="kbgit-eval", daemon=True).start()
 
     def reload(self, rev: str = "HEAD") -> Snapshot:
         """Verify and swap in ``rev``; on failure keep serving and raise the error."""
@@ -338,6 +373,7 @@ class KnowledgeService:
         cur = self._current
         if cur is not None:
             self.cache.retain(set(cur.snapshot.cache_keys), set(cur.snapshot.doc_blobs))
+            self.lexical.retain(cur.snapshot)
 
     def refuse(self, commit: str, reason: str) -> None:
         """Record that ``commit`` failed verification and is not served."""
@@ -356,6 +392,7 @@ class KnowledgeService:
         *,
         source: str | Sequence[str] | None = None,
         score_threshold: float | None = None,
+        options: HybridOptions | None = None,
     ) -> QueryResult:
         """Answer from the current snapshot only (the whole answer names one commit)."""
         cur = self._current
@@ -366,13 +403,20 @@ class KnowledgeService:
                 f"store {self.name!r} is fenced: {self.sync.fenced}",
                 hint="ask the new primary; rejoin this one as a standby: kbgit rejoin STORE",
             )
-        if not text or not text.strip():
-            raise QueryError("query text is empty")
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
-        vector = cur.embedder.embed([text])[0]
-        hits = cur.snapshot.search(vector, k, source=source, score_threshold=score_threshold)
-        return QueryResult(cur.snapshot.commit, hits)
+        snap = cur.snapshot
+        hits = search(
+            snap,
+            text,
+            k,
+            options or self.options,
+            embed=lambda t: cur.embedder.embed([t])[0],
+            lexical=lambda: cur.lexical or self.lexical.get(snap),
+            source=source,
+            score_threshold=score_threshold,
+        )
+        return QueryResult(snap.commit, list(hits))
 
     def lag_seconds(self, now: float | None = None) -> float:
         """Return how stale the served data may be, in seconds (0 when caught up)."""
