@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import git as gitpython
@@ -150,9 +150,9 @@ class GitRepo:
         """Return the committer time of ``rev`` as a Unix timestamp."""
         return int(self.run("show", "-s", "--format=%ct", rev))
 
-    def ls_tree(self, rev: str) -> dict[str, str]:
-        """Map every file path of ``rev``'s tree to its blob id."""
-        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev)
+    def ls_tree(self, rev: str, paths: Sequence[str] = ()) -> dict[str, str]:
+        """Map every file path of ``rev``'s tree (or only under ``paths``) to its blob id."""
+        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev, "--", *paths)
         entries: dict[str, str] = {}
         for item in out.split(b"\0"):
             if not item:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from .ledger import FORMAT_VERSION
+from .ledger import FORMAT_VERSION, READABLE_FORMATS
 from .vector_index import Row, encode_segment
 
 MANIFEST_PATH = "manifest.json"
@@ -125,8 +125,11 @@ class Manifest:
         try:
             data = json.loads(raw)
             fmt = int(data["format"])
-            if fmt != FORMAT_VERSION:
-                raise FormatError(f"manifest format {fmt} is not supported")
+            if fmt not in READABLE_FORMATS:
+                raise FormatError(
+                    f"manifest format {fmt} is not supported",
+                    hint="upgrade kbgit on this host",
+                )
             segs = tuple(
                 SegmentRef(
                     str(s["name"]),
