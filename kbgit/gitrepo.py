@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import git as gitpython
@@ -188,13 +188,16 @@ class GitRepo:
         """Return the committer time of ``rev`` as a Unix timestamp."""
         return int(self.run("show", "-s", "--format=%ct", rev))
 
-    def ls_tree(self, rev: str) -> dict[str, str]:
-        """Map every file path of ``rev``'s tree to its blob id (modes: :meth:`tree_entries`)."""
-        return {e.path: e.sha for e in self.tree_entries(rev) if e.kind == "blob"}
+    def ls_tree(self, rev: str, paths: Sequence[str] = ()) -> dict[str, str]:
+        """Map every file path of ``rev``'s tree (or only under ``paths``) to its blob id.
 
-    def tree_entries(self, rev: str) -> list[TreeEntry]:
-        """Return every entry of ``rev``'s tree with its git mode (symlinks, gitlinks too)."""
-        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev)
+        Modes (symlinks, gitlinks) are dropped here: verification reads :meth:`tree_entries`.
+        """
+        return {e.path: e.sha for e in self.tree_entries(rev, paths) if e.kind == "blob"}
+
+    def tree_entries(self, rev: str, paths: Sequence[str] = ()) -> list[TreeEntry]:
+        """Return every entry of ``rev``'s tree (or under ``paths``) with its git mode."""
+        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev, "--", *paths)
         entries = []
         for item in out.split(b"\0"):
             if not item:

@@ -31,6 +31,7 @@ from .fencing import ensure_held, push_branch
 from .format.checks import EVALS_DIR, SegmentCache
 from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
+from .format.shards import SHARD_DIR, ShardCache, read_ledger_at, shard_keys
 from .format.signatures import check_key, sign_options
 from .format.snapshot import load_snapshot
 from .format.trailers import Trailers, commit_message
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = "kbgit-writer.lock"
 #: the paths a kbgit commit consists of; repair and commits touch nothing else
-TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, MANIFEST_PATH, EVALS_DIR)
+TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, SHARD_DIR, MANIFEST_PATH, EVALS_DIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Writer:
         self.repo = repo
         self.root = Path(repo.path)
         self.config = config
+        #: ledger shards already read and checked (format 2): a commit re-reads only new ones
+        self.shards = ShardCache()
 
     # -- lock and repair ------------------------------------------------------------------
     def lock(
@@ -140,11 +143,12 @@ class Writer:
         head = self.repo.head()
         if head is None:
             return HeadState(None, None, None)
-        ledger_raw = self.repo.read_file(head, LEDGER_PATH)
         manifest_raw = self.repo.read_file(head, MANIFEST_PATH)
-        if ledger_raw is None or manifest_raw is None:
+        ledger = read_ledger_at(self.repo, head, self.shards) if manifest_raw else None
+        if ledger is None or manifest_raw is None:
             raise ConfigError(f"HEAD of {self.root} is not a kbgit commit")
-        return HeadState(head, Ledger.from_bytes(ledger_raw), Manifest.from_bytes(manifest_raw))
+        self.shards.retain(shard_keys(ledger))
+        return HeadState(head, ledger, Manifest.from_bytes(manifest_raw))
 
     def check_hub(self, *, settle: bool = False) -> str | None:
         """Fetch the hub; refuse if it has commits we do not (another writer pushed).

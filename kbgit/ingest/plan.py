@@ -19,7 +19,7 @@ import numpy as np
 
 from ..embeddings import Embedder
 from ..errors import DocumentError
-from ..format.ledger import LEDGER_PATH, DocEntry, Ledger
+from ..format.ledger import DocEntry, Ledger
 from ..format.manifest import (
     INDEX_DIR,
     MANIFEST_PATH,
@@ -30,6 +30,7 @@ from ..format.manifest import (
     segment_name,
     sha256,
 )
+from ..format.shards import encode_ledger
 from ..format.vector_index import Row
 from .chunking import Chunk, split_sections
 from .documents import load_document, loader_for
@@ -357,12 +358,20 @@ def build_ingest(
         ref, files = new_segment(seg_name, vectors, rows, dim)
         writes.update(files)
         segments.append(ref)
-    new_ledger = Ledger(model_id, dim, dict(chunking), docs)
-    ledger_raw = new_ledger.to_bytes()
-    writes[LEDGER_PATH] = ledger_raw  # serialized once: O(store), the costliest commit step
+    # a store keeps its format until `kbgit migrate`; format 2 writes only changed shards
+    files = encode_ledger(Ledger(model_id, dim, dict(chunking), docs, ledger.format), ledger)
+    writes.update(files.writes)
+    deletes += files.deletes
     live = sum(s.vectors - s.deleted for s in segments)
-    new_manifest = Manifest(generation, model_id, dim, tuple(segments), live, sha256(ledger_raw))
+    new_manifest = Manifest(
+        generation, model_id, dim, tuple(segments), live, sha256(files.root), ledger.format
+    )
     writes[MANIFEST_PATH] = new_manifest.to_bytes()
     return Build(
-        new_ledger, new_manifest, writes, deletes, len(rows), sum(len(v) for v in victims.values())
+        files.ledger,
+        new_manifest,
+        writes,
+        deletes,
+        len(rows),
+        sum(len(v) for v in victims.values()),
     )

@@ -201,11 +201,10 @@ def promote(
         head = repo.head()
         if head is None:
             raise ConfigError(f"{root} has no commits yet", hint="let the standby sync first")
-        raw = repo.read_file(head, LEDGER_PATH)
-        if raw is None:
+        if repo.read_file(head, LEDGER_PATH) is None:
             raise ConfigError(f"HEAD of {root} is not a kbgit commit")
-        load_snapshot(repo, head, cache=SegmentCache())  # full verification
-        config = settings_from_ledger(Ledger.from_bytes(raw), hub, branch, model)
+        snap = load_snapshot(repo, head, cache=SegmentCache())  # full verification
+        config = settings_from_ledger(snap.ledger, hub, branch, model)
         if author:
             config = dataclasses.replace(config, author=author)
         if signing_key:

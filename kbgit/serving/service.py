@@ -314,7 +314,7 @@ class KnowledgeService:
         snap = loaded.snapshot
         changed = old is None or old.snapshot.commit != snap.commit
         del old  # freed here by reference counting, or when its last query returns
-        self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs))
+        self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
         self.lexical.retain(snap)
         if self.manage_gc:
             freeze_long_lived()
@@ -372,8 +372,9 @@ class KnowledgeService:
         """Drop cached segments the served snapshot does not use (after a refused load)."""
         cur = self._current
         if cur is not None:
-            self.cache.retain(set(cur.snapshot.cache_keys), set(cur.snapshot.doc_blobs))
-            self.lexical.retain(cur.snapshot)
+            snap = cur.snapshot
+            self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
+            self.lexical.retain(snap)
 
     def refuse(self, commit: str, reason: str) -> None:
         """Record that ``commit`` failed verification and is not served."""
