@@ -10,12 +10,13 @@ a hub's pre-receive quarantine (git passes the object directories in the environ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import git as gitpython
@@ -85,6 +86,20 @@ def create_hub(path: str | os.PathLike[str], branch: str = "main") -> Path:
     except gitpython.GitCommandError as exc:
         raise GitError(f"cannot create hub at {path}", stderr=str(exc.stderr)) from exc
     return path
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a recursive ``git ls-tree``."""
+
+    path: str
+    #: git's file mode: 100644 file, 100755 executable, 120000 symlink, 160000 gitlink
+    mode: str
+    #: blob, or commit for a gitlink
+    kind: str
+    sha: str
+    #: the path as git stores it (bytes: git does not require UTF-8)
+    raw_path: bytes
 
 
 class GitRepo:
@@ -180,17 +195,23 @@ class GitRepo:
         """Return the committer time of ``rev`` as a Unix timestamp."""
         return int(self.run("show", "-s", "--format=%ct", rev))
 
-    def ls_tree(self, rev: str) -> dict[str, str]:
-        """Map every file path of ``rev``'s tree to its blob id."""
-        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev)
-        entries: dict[str, str] = {}
+    def ls_tree(self, rev: str, paths: Sequence[str] = ()) -> dict[str, str]:
+        """Map every file path of ``rev``'s tree (or only under ``paths``) to its blob id.
+
+        Modes (symlinks, gitlinks) are dropped here: verification reads :meth:`tree_entries`.
+        """
+        return {e.path: e.sha for e in self.tree_entries(rev, paths) if e.kind == "blob"}
+
+    def tree_entries(self, rev: str, paths: Sequence[str] = ()) -> list[TreeEntry]:
+        """Return every entry of ``rev``'s tree (or under ``paths``) with its git mode."""
+        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev, "--", *paths)
+        entries = []
         for item in out.split(b"\0"):
             if not item:
                 continue
-            meta, _, path = item.partition(b"\t")
-            _mode, kind, sha = meta.decode().split(" ")
-            if kind == "blob":
-                entries[path.decode("utf-8", "surrogateescape")] = sha
+            meta, _, raw = item.partition(b"\t")
+            mode, kind, sha = meta.decode().split(" ")
+            entries.append(TreeEntry(raw.decode("utf-8", "surrogateescape"), mode, kind, sha, raw))
         return entries
 
     def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:

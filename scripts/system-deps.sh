@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite needs: nginx (failover tests, smart-HTTP hub),
-# openssh-server (ssh hub) and fcgiwrap (git http-backend behind nginx).
-# Needs root (or sudo) the first time; a no-op once all are installed.
+# Install the Debian packages kbgit's tests and demo need: nginx (failover tests, demo,
+# smart-HTTP hub), chromium (the console's browser tests), openssh-server (ssh hub) and
+# fcgiwrap (git http-backend behind nginx). Needs root (or sudo) the first time; a no-op
+# once they are installed.
+# Usage: bash scripts/system-deps.sh [nginx] [chromium] [sshd] [fcgiwrap] (no argument: all).
 set -euo pipefail
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(nginx chromium sshd fcgiwrap)
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
-have nginx || missing+=(nginx)
-have sshd || missing+=(openssh-server)
-have fcgiwrap || missing+=(fcgiwrap)
-if [ "${#missing[@]}" -eq 0 ]; then
-  exit 0
-fi
+for name in "${wanted[@]}"; do
+  case "$name" in
+    nginx) have nginx || missing+=(nginx) ;;
+    # headless chromium renders text with whatever fonts exist: DejaVu keeps screenshots legible
+    chromium) command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core) ;;
+    sshd) have sshd || missing+=(openssh-server) ;;
+    fcgiwrap) have fcgiwrap || missing+=(fcgiwrap) ;;
+    *) echo "system-deps.sh: unknown package '$name' (nginx, chromium, sshd, fcgiwrap)" >&2; exit 2 ;;
+  esac
+done
+[ ${#missing[@]} -gt 0 ] || exit 0
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
-# the packages may start system services (nginx on :80, sshd on :22, fcgiwrap's socket);
-# the tests run their own instances on 127.0.0.1 with their own configs
+# the packages may start system services (nginx on :80, sshd on :22); the tests run their
+# own instances on 127.0.0.1 with their own configs and keys
 stop() { ($SUDO service "$1" stop) >/dev/null 2>&1 || true; }
-case " ${missing[*]} " in *" nginx "*) stop nginx ;; esac
+case " ${missing[*]} " in
+  *" nginx "*) stop nginx; $SUDO pkill -x nginx >/dev/null 2>&1 || true ;;
+esac
 case " ${missing[*]} " in *" openssh-server "*) stop ssh ;; esac
 case " ${missing[*]} " in *" fcgiwrap "*) stop fcgiwrap ;; esac

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -229,10 +230,10 @@ def test_rollback_refuses_an_incompatible_format(history) -> None:
     kb, commits, _ = history
     git(kb.root, "checkout", "-q", "-b", "future", commits[0])
     path = kb.root / MANIFEST_PATH
-    path.write_text(path.read_text().replace('"format": 1', '"format": 2'))
-    git(kb.root, "commit", "-qam", "format 2")
+    path.write_text(re.sub(r'"format": \d+', '"format": 9', path.read_text()))
+    git(kb.root, "commit", "-qam", "format 9")
     git(kb.root, "checkout", "-q", "main")
-    with pytest.raises(FormatError, match="format 2 is not supported"):
+    with pytest.raises(FormatError, match="format 9 is not supported"):
         rollback(kb, "future")
     assert kb.repo.head() == commits[2]
 

@@ -52,6 +52,9 @@ def setup_logging(level: str, json_lines: bool) -> None:
     root.setLevel(level.upper())
     for noisy in ("sentence_transformers", "transformers", "urllib3", "waitress.queue"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # progress lines (ingest without a terminal) show unless --log-level error asks for quiet
+    progress = logging.INFO if root.level < logging.ERROR else root.level
+    logging.getLogger("kbgit.progress").setLevel(progress)
 
 
 class KbgitGroup(click.Group):
@@ -93,4 +96,4 @@ def emit_json(data: Any) -> None:
 
 
 # command modules register themselves on `main` when imported
-from . import core, ha, history, lc, serve  # noqa: E402,F401
+from . import core, ha, history, lc, retrieval, serve  # noqa: E402,F401

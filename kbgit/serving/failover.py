@@ -38,6 +38,7 @@ from ..fencing import check as fence_check
 from ..fencing import claim, release
 from ..format.checks import SegmentCache
 from ..format.ledger import LEDGER_PATH, Ledger
+from ..format.signatures import check_key
 from ..format.snapshot import load_snapshot
 from ..fsio import write_atomic
 from ..gitrepo import GitRepo, redact
@@ -175,9 +176,16 @@ def _catch_up(repo: GitRepo, branch: str) -> tuple[int, bool]:
 
 
 def promote(
-    replica: str | os.PathLike[str], *, model: str | None = None, author: str | None = None
+    replica: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    author: str | None = None,
+    signing_key: str | os.PathLike[str] | None = None,
 ) -> PromoteResult:
-    """Turn a standby's replica into the writer: a store `kbgit ingest` accepts."""
+    """Turn a standby's replica into the writer: a store `kbgit ingest` accepts.
+
+    With ``signing_key`` (this node's own SSH key) every commit it writes is signed.
+    """
     root = Path(replica)
     if not (root / ".git").is_dir():
         raise ConfigError(f"{root} is not a replica", hint="promote a kbgit standby's directory")
@@ -193,13 +201,14 @@ def promote(
         head = repo.head()
         if head is None:
             raise ConfigError(f"{root} has no commits yet", hint="let the standby sync first")
-        raw = repo.read_file(head, LEDGER_PATH)
-        if raw is None:
+        if repo.read_file(head, LEDGER_PATH) is None:
             raise ConfigError(f"HEAD of {root} is not a kbgit commit")
-        load_snapshot(repo, head, cache=SegmentCache())  # full verification
-        config = settings_from_ledger(Ledger.from_bytes(raw), hub, branch, model)
+        snap = load_snapshot(repo, head, cache=SegmentCache())  # full verification
+        config = settings_from_ledger(snap.ledger, hub, branch, model)
         if author:
             config = dataclasses.replace(config, author=author)
+        if signing_key:
+            config = dataclasses.replace(config, signing_key=str(check_key(signing_key)))
         record = claim(repo, HUB_REMOTE, reachable=reachable)  # CAS: one winner
         _write_config(root, config)
         repo.run("reset", "--quiet", "--hard", head)  # a clean tree: ingest repairs nothing

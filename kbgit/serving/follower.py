@@ -67,6 +67,13 @@ class SyncResult:
         return self.status in (OK, UPDATED)
 
 
+def describe(exc: BaseException) -> str:
+    """Return a one-line reason for a failure (kbgit's own message, else type and text)."""
+    if isinstance(exc, KbgitError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+
+
 class Follower:
     """Follows the hub (standby) or the local HEAD (primary) for one service."""
 
@@ -120,6 +127,10 @@ class Follower:
             logger.error("%s: local clone is corrupt (%s): re-cloning", self.service.name, exc)
             self._move_aside()
             self._ensure_replica()
+        except Exception as exc:  # e.g. its model is not allowed here or cannot load
+            self.service.refuse(head, describe(exc))
+            self._record(SyncResult(REFUSED, self.service.commit, head, describe(exc)))
+            raise
 
     def _ensure_replica(self) -> None:
         path = self.service.path
@@ -171,6 +182,9 @@ class Follower:
                 if self.hub and not self._local_ok():  # e.g. objects lost under the clone
                     self._move_aside()
                     self._ensure_replica()
+            except Exception as exc:  # a bug must not stop the follower: recorded, backoff
+                logger.exception("%s: sync attempt failed", self.service.name)
+                result = SyncResult(ERROR, self.service.commit, st.upstream_head, describe(exc))
             result = dataclasses.replace(
                 result,
                 seconds=round(time.monotonic() - started, 4),
@@ -279,20 +293,22 @@ class Follower:
 
         clock = [time.monotonic()]
 
-        def verified() -> None:  # only after verification, before the swap
+        def verified() -> None:  # after verification, while the model may still load
             self._stages["verify"] = time.monotonic() - clock[0]
-            if move:
-                with self._stage("fast_forward"):
-                    self.repo.run("merge", "--ff-only", "--quiet", commit)
             clock[0] = time.monotonic()
 
         try:
             loaded: Loaded = svc.prepare(commit, verified=verified)
-        except IntegrityError as exc:
-            svc.refuse(commit, str(exc))
+        except GitError:
+            raise  # the clone or git, not the commit: an error, retried with backoff
+        except Exception as exc:  # noqa: BLE001 - any failure refuses the commit, recorded
+            svc.refuse(commit, describe(exc))
             svc.forget_unused()
-            return SyncResult(REFUSED, svc.commit, commit, str(exc))
+            return SyncResult(REFUSED, svc.commit, commit, describe(exc))
         self._stages["model"] = time.monotonic() - clock[0]
+        if move:  # only a commit that verified AND loaded moves the replica
+            with self._stage("fast_forward"):
+                self.repo.run("merge", "--ff-only", "--quiet", commit)
         with self._stage("swap"):
             svc.install(loaded, started)
         self._measure_lag(self.service.sync.upstream_head if self.hub else commit)
