@@ -236,10 +236,8 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
-<<<<<<< HEAD
     #: shared secret of push webhooks from GitHub/Gitea/GitLab (/hooks/push); empty: 401
     webhook_secret: str = ""
-=======
     #: local sentence-transformers directories this server may load for a commit naming
     #: ``local:<directory name>``, separated by ":" (a commit never names a path)
     models: str = ""
@@ -250,7 +248,6 @@ class ServeConfig:
     max_per_client: int = DEFAULT_MAX_PER_CLIENT
     #: allowed-signers file; when set, only commits signed by one of its keys are served
     allowed_signers: str = ""
->>>>>>> main
     stores: tuple[StoreSpec, ...] = ()
     #: largest upload request in bytes (the write API and the console's upload form)
     max_upload: int = DEFAULT_MAX_UPLOAD
