@@ -113,8 +113,8 @@ class StoreConfig:
             branch=self.branch,
             batch_size=self.batch_size,
             author=self.author,
-            signing_key=_quote(self.signing_key),
-            allowed_signers=_quote(self.allowed_signers),
+            signing_key=_optional("signing_key", self.signing_key),
+            allowed_signers=_optional("allowed_signers", self.allowed_signers),
         )
 
 
@@ -143,9 +143,19 @@ author = "{author}"
 # Signed commits (off when empty; see docs/security.md). signing_key: an SSH private key
 # file this store signs every commit with. allowed_signers: a file of keys (ssh-keygen's
 # allowed-signers format) that `kbgit verify` and `kbgit pull` require a signature from.
-signing_key = "{signing_key}"
-allowed_signers = "{allowed_signers}"
+{signing_key}
+{allowed_signers}
 """
+
+
+def _optional(key: str, value: str) -> str:
+    """Render a setting newer than format 1's releases, commented out while unset.
+
+    A kb.toml that does not use it then stays readable by the previous release
+    (which refuses unknown keys) during a rolling upgrade.
+    """
+    line = f'{key} = "{_quote(value)}"'
+    return line if value else f"# {line}"
 
 
 def _quote(value: str) -> str:
@@ -236,6 +246,9 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
+    #: local sentence-transformers directories this server may load for a commit naming
+    #: ``local:<directory name>``, separated by ":" (a commit never names a path)
+    models: str = ""
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -271,6 +284,11 @@ class ServeConfig:
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate store names: {names}")
+
+    @property
+    def model_dirs(self) -> list[str]:
+        """Return the local model directories of ``models``."""
+        return [d for d in self.models.split(os.pathsep) if d]
 
     @property
     def host(self) -> str:

@@ -26,22 +26,24 @@ from pathlib import Path
 import filelock
 
 from .config import HUB_REMOTE, StoreConfig
-from .errors import ConfigError, GitError, HubMovedError, IntegrityError, LockedError
-from .format.checks import SegmentCache
+from .errors import ConfigError, FencedError, GitError, HubMovedError, IntegrityError, LockedError
+from .fencing import ensure_held, push_branch
+from .format.checks import EVALS_DIR, SegmentCache
 from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
+from .format.shards import SHARD_DIR, ShardCache, read_ledger_at, shard_keys
 from .format.signatures import check_key, sign_options
 from .format.snapshot import load_snapshot
 from .format.trailers import Trailers, commit_message
 from .fsio import remove, write_atomic
-from .gitrepo import GitRepo
+from .gitrepo import GitRepo, redact
 from .unpushed import clear_pushing, mark_pushing, refused_hint, settle_refused
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "kbgit-writer.lock"
 #: the paths a kbgit commit consists of; repair and commits touch nothing else
-TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, MANIFEST_PATH)
+TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, SHARD_DIR, MANIFEST_PATH, EVALS_DIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Writer:
         self.repo = repo
         self.root = Path(repo.path)
         self.config = config
+        #: ledger shards already read and checked (format 2): a commit re-reads only new ones
+        self.shards = ShardCache()
 
     # -- lock and repair ------------------------------------------------------------------
     def lock(
@@ -139,11 +143,12 @@ class Writer:
         head = self.repo.head()
         if head is None:
             return HeadState(None, None, None)
-        ledger_raw = self.repo.read_file(head, LEDGER_PATH)
         manifest_raw = self.repo.read_file(head, MANIFEST_PATH)
-        if ledger_raw is None or manifest_raw is None:
+        ledger = read_ledger_at(self.repo, head, self.shards) if manifest_raw else None
+        if ledger is None or manifest_raw is None:
             raise ConfigError(f"HEAD of {self.root} is not a kbgit commit")
-        return HeadState(head, Ledger.from_bytes(ledger_raw), Manifest.from_bytes(manifest_raw))
+        self.shards.retain(shard_keys(ledger))
+        return HeadState(head, ledger, Manifest.from_bytes(manifest_raw))
 
     def check_hub(self, *, settle: bool = False) -> str | None:
         """Fetch the hub; refuse if it has commits we do not (another writer pushed).
@@ -156,7 +161,7 @@ class Writer:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch)
         except GitError as exc:
             raise GitError(
-                f"cannot reach the hub {self.config.hub}: {exc.stderr or exc}",
+                f"cannot reach the hub {redact(self.config.hub)}: {exc.stderr or exc}",
                 stderr=exc.stderr,
                 hint="check the hub path/URL in kb.toml; nothing was changed",
             ) from exc
@@ -187,8 +192,10 @@ class Writer:
         if hub_head == head:
             return False
         self.mark_pushing()
-        try:
-            self.repo.run("push", "--quiet", HUB_REMOTE, f"HEAD:refs/heads/{self.config.branch}")
+        try:  # atomic with the leased writer ref: a fenced store's branch update never lands
+            push_branch(self.repo, HUB_REMOTE, self.config.branch)
+        except FencedError:
+            raise
         except GitError as exc:
             declined = "hook declined" in exc.stderr
             undone = self._settle_after_refusal(declined)
@@ -236,7 +243,13 @@ class Writer:
             check_key(self.config.signing_key)  # before any work: a missing key is a typo
         with self.lock(wait=wait, on_wait=on_wait):
             self.repair()
-            self.check_hub(settle=True)
+            try:
+                self.check_hub(settle=True)
+            except HubMovedError:  # fenced by a promotion: say that rather than "moved"
+                ensure_held(self.repo, HUB_REMOTE, fetch=False, take_free=False)
+                raise
+            if self.config.hub:  # refs/kbgit/writer must name this store (or nobody yet)
+                ensure_held(self.repo, HUB_REMOTE, fetch=False)
             yield Transaction(self, self.head_state())
 
 

@@ -9,6 +9,7 @@ request; it is pure Python, production-grade, and needs no C build.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 import faiss
 from waitress import wasyncore
 
-from kbgit.config import ServeConfig
+from kbgit.config import CONFIG_NAME, ServeConfig, StoreConfig
 from kbgit.errors import ConfigError, KbgitError
+from kbgit.models import ModelAllowList
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
 
@@ -44,6 +46,16 @@ def pin_threads() -> None:
     faiss.omp_set_num_threads(1)
 
 
+def allowed_models(config: ServeConfig) -> ModelAllowList:
+    """Return the models this server may load: ``models`` and each primary's kb.toml model."""
+    settings = list(config.model_dirs)
+    for spec in config.stores:
+        if not spec.hub and (Path(spec.path) / CONFIG_NAME).is_file():
+            with contextlib.suppress(ConfigError):  # a bad kb.toml: serving needs none
+                settings.append(StoreConfig.load(spec.path).model)
+    return ModelAllowList.from_settings(settings)
+
+
 class Server:
     """Services, followers and the waitress server of one process.
 
@@ -57,7 +69,8 @@ class Server:
         if not config.stores:
             raise KbgitError("no store to serve", hint="name a store or add [serve.stores.<name>]")
         self.config = config
-        self.services = ServiceRegistry(embedders or EmbedderPool(threads=1))
+        pool = embedders or EmbedderPool(threads=1, models=allowed_models(config))
+        self.services = ServiceRegistry(pool)
         self.followers: dict[str, Follower] = {}
         for spec in config.stores:
             if not spec.hub and not (Path(spec.path) / ".git").is_dir():
@@ -140,7 +153,7 @@ class Server:
                 return
             try:
                 follower.open()
-            except KbgitError as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded in /health; the follower retries
                 logger.error("%s: cannot load the store yet: %s", name, exc)
             follower.start()
         self.preloaded.set()

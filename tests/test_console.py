@@ -71,6 +71,10 @@ def test_search_highlights_and_answers_any_revision(primary, store, tmp_path) ->
     bad = get(f"{primary.url}/ui/search", params={"q": "x", "rev": "no-such-rev"})
     assert bad.status_code == 400 and "no-such-rev" in bad.text
     assert get(f"{primary.url}/ui/search", params={"q": "x", "k": "0"}).status_code == 400
+    none = get(f"{primary.url}/ui/search", params={"q": "espresso", "min_score": "2"}).text
+    assert "No hits." in none
+    bad_score = get(f"{primary.url}/ui/search", params={"q": "x", "min_score": "nan"})
+    assert bad_score.status_code == 400 and "min score" in bad_score.text
 
 
 def test_writes_need_csrf_and_login(primary, store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,11 +11,18 @@ import click
 
 from ..config import DEFAULT_STORE_NAME, ServeConfig, StoreSpec
 from ..errors import ConfigError
-from . import main
+from .app import main
 
 _OPTIONS = [
     click.option("--bind", help="HOST:PORT to listen on [default: 127.0.0.1:8000]."),
     click.option("--token", help="Bearer token for /admin/* (or KBGIT_TOKEN)."),
+    click.option(
+        "--model",
+        "model_dirs",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False),
+        help="Local model directory commits may name as local:<its name> (repeat; KBGIT_MODELS).",
+    ),
     click.option(
         "--interval",
         type=float,
@@ -49,7 +57,10 @@ def _run(config_file: Path | None, spec: StoreSpec | None, **overrides: object) 
     """Load the config, then serve until SIGINT/SIGTERM."""
     from server.run import Server  # Flask and waitress load only for these commands
 
-    extra = {"stores": (spec,)} if spec is not None else {}
+    extra: dict[str, object] = {"stores": (spec,)} if spec is not None else {}
+    model_dirs = overrides.pop("model_dirs", ())
+    if model_dirs:
+        extra["models"] = os.pathsep.join(str(d) for d in model_dirs)  # type: ignore[union-attr]
     config = ServeConfig.load(config_file, **overrides, **extra)
     if not config.stores:
         raise ConfigError("no store to serve", hint="name one, or add [serve.stores.<name>]")
@@ -70,8 +81,9 @@ def serve(store: Path | None, config_file: Path | None, name: str, **opts: objec
     """Serve a store over HTTP; reload it after each ingest (it watches HEAD).
 
     Without STORE, serves the [serve.stores.<name>] tables of --config (a STORE replaces
-    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload
-    (and /kb/<name>/query, health, ready, admin/... for each store).
+    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload,
+    /documents (upload, delete, list: the write API) and the web console at /ui/ (and
+    /kb/<name>/query, health, ready, documents, admin/... for each store).
 
     Example: kbgit serve ./kb --bind 127.0.0.1:8001
     """

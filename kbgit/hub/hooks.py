@@ -160,7 +160,13 @@ def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
                 f"of {up.new[:12]}); fetch and rebuild on the hub's history (kbgit pull)"
             )
             continue
-        refusals.extend(_verify_new(repo, up))
+        bad = _verify_new(repo, up)
+        if not bad and up.old != ZERO:
+            from ..retrieval.gate import gate_refusal
+
+            gate = gate_refusal(repo, up.ref, up.old, up.new)
+            bad = [gate] if gate else []
+        refusals.extend(bad)
     return refusals
 
 

@@ -162,6 +162,14 @@ def _reload_stored_docs(
     return out, failed
 
 
+def stage_build(txn: Transaction, build: Build) -> None:
+    """Stage every file a build writes or deletes in the transaction."""
+    for path, data in build.writes.items():
+        txn.write(path, data)
+    for path in build.deletes:
+        txn.delete(path)
+
+
 def run_ingest(
     txn: Transaction,
     embedder: Embedder,
@@ -239,10 +247,7 @@ def run_ingest(
         chunking=cfg.chunking,
     )
     _doc_writes(txn, old, build, loaded, plan)
-    for path, data in build.writes.items():
-        txn.write(path, data)
-    for path in build.deletes:
-        txn.delete(path)
+    stage_build(txn, build)
     commit = txn.commit(*describe(plan, result, build))
     logger.info("ingest committed %s", commit[:12])
     return dataclasses.replace(

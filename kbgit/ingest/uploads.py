@@ -28,7 +28,7 @@ from ..format.ledger import DOCS_DIR, Ledger
 from ..format.manifest import sha256
 from ..format.trailers import Trailers
 from ..writer import Transaction, Writer
-from .commit import change_lines
+from .commit import change_lines, stage_build
 from .documents import loader_for
 from .plan import Build, FileReport, LoadedDoc, Plan, build_ingest, embed_docs, load_bytes
 
@@ -215,23 +215,16 @@ def _commit(
     result = UploadResult(None, [], [], unchanged, [], failed, 0, 0, vectors, False)
     if base is None or not plan.changed:
         return result
+    batch = txn.writer.config.batch_size
     vecs = (
-        embed_docs(loaded, embedder, txn.writer.config.batch_size)
-        if loaded
-        else np.zeros((0, embedder.dim), dtype=np.float32)
+        embed_docs(loaded, embedder, batch) if loaded else np.zeros((0, embedder.dim), np.float32)
     )
     build = build_ingest(
         base, txn.manifest, plan, loaded, vecs,
         model_id=embedder.model_id, dim=embedder.dim, chunking=base.chunking,
     )  # fmt: skip
-    for doc in loaded:
-        txn.write(f"{DOCS_DIR}/{doc.path}", doc.data)
-    for path in plan.deleted:
-        txn.delete(f"{DOCS_DIR}/{path}")
-    for path, data in build.writes.items():
-        txn.write(path, data)
-    for path in build.deletes:
-        txn.delete(path)
+    _stage_docs(txn, plan, loaded)
+    stage_build(txn, build)
     commit = txn.commit(*_describe(plan, build, failed))
     logger.info("upload committed %s", commit[:12])
     pushed = txn.push() if push else False
@@ -246,6 +239,13 @@ def _commit(
         vectors=build.manifest.live_vectors,
         pushed=pushed,
     )
+
+
+def _stage_docs(txn: Transaction, plan: Plan, loaded: list[LoadedDoc]) -> None:
+    for doc in loaded:
+        txn.write(f"{DOCS_DIR}/{doc.path}", doc.data)
+    for path in plan.deleted:
+        txn.delete(f"{DOCS_DIR}/{path}")
 
 
 def _describe(

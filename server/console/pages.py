@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ from kbgit.serving.service import KnowledgeService
 
 from ..fleet import fleet_health
 from ..write_api import primary_url, write_documents
-from . import bp, can_write, page, require_write, service, state
+from .base import bp, can_write, page, require_write, service, state
 
 #: past revisions kept loaded per store for ?rev= pages
 REVISIONS = 4
@@ -46,15 +47,30 @@ def _k(raw: str | None) -> int:
     return k
 
 
-def _search(svc: KnowledgeService, q: str, k: int, source: str, rev: str) -> dict[str, Any]:
+def _min_score(raw: str) -> float | None:
+    if not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise QueryError("min score must be a number") from None
+    if not math.isfinite(value):
+        raise QueryError("min score must be a finite number")
+    return value
+
+
+def _search(
+    svc: KnowledgeService, q: str, k: int, source: str, rev: str, threshold: float | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     prefix = source or None
     if rev:
         snap = snapshot_at(svc, rev)
         vector = svc.embedders.get(snap.ledger.model_id).embed([q])[0]
-        commit, hits = snap.commit, snap.search(vector, k, source=prefix)
+        commit = snap.commit
+        hits = snap.search(vector, k, source=prefix, score_threshold=threshold)
     else:
-        res = svc.query(q, k, source=prefix)
+        res = svc.query(q, k, source=prefix, score_threshold=threshold)
         commit, hits = res.commit, res.hits
     took = round((time.perf_counter() - started) * 1000, 1)
     return {"commit": commit, "hits": hits, "took_ms": took}
@@ -72,18 +88,21 @@ def search() -> str:
     svc = service()
     args = request.args
     q, source, rev = args.get("q", "").strip(), args.get("source", ""), args.get("rev", "")
+    min_score = args.get("min_score", "")
     result, error, k = None, None, 5
     try:
         k = _k(args.get("k"))
         if len(q) > state().config.max_query_chars:
             raise QueryError(f"query is longer than {state().config.max_query_chars} characters")
+        threshold = _min_score(min_score)
         if q:
-            result = _search(svc, q, k, source.strip(), rev.strip())
+            result = _search(svc, q, k, source.strip(), rev.strip(), threshold)
     except KbgitError as exc:
         error = str(exc)
     status = 400 if error else 200
     body = page(
-        "search.html", svc, q=q, k=k, source=source, rev=rev, result=result, error=error,
+        "search.html", svc, q=q, k=k, source=source, rev=rev, min_score=min_score,
+        result=result, error=error,
         max_k=MAX_K, modes=[], mode="",
     )  # fmt: skip
     return body, status  # type: ignore[return-value]
