@@ -27,6 +27,10 @@ DEFAULT_BRANCH = "main"
 #: texts per encode() call; larger batches barely help on 2 CPU cores
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_AUTHOR = "kbgit <kbgit@localhost>"
+#: largest document a commit may hold (ingest reports bigger files; verification refuses them)
+DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+#: largest index file (segment, rows, tombstones, ledger) a commit may hold: ~1.4M 384-d vectors
+DEFAULT_MAX_INDEX_FILE_BYTES = 2 * 1024 * 1024 * 1024
 #: name of the git remote that points at the hub
 HUB_REMOTE = "hub"
 
@@ -48,6 +52,10 @@ class StoreConfig:
     branch: str = DEFAULT_BRANCH
     batch_size: int = DEFAULT_BATCH_SIZE
     author: str = DEFAULT_AUTHOR
+    #: largest document an ingest stores and a verification accepts (bytes)
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    #: largest index file (segment, rows, tombstones, ledger) a verification accepts (bytes)
+    max_index_file_bytes: int = DEFAULT_MAX_INDEX_FILE_BYTES
 
     def __post_init__(self) -> None:
         if self.chunk_size < 8:
@@ -109,6 +117,8 @@ class StoreConfig:
             branch=self.branch,
             batch_size=self.batch_size,
             author=self.author,
+            max_document_bytes=self.max_document_bytes,
+            max_index_file_bytes=self.max_index_file_bytes,
         )
 
 
@@ -134,6 +144,10 @@ branch = "{branch}"
 batch_size = {batch_size}
 # Author and committer of ingest commits.
 author = "{author}"
+# Largest document ingested and accepted by verification (bigger files are reported),
+# and largest index file (segment, rows, ledger) accepted by verification, in bytes.
+max_document_bytes = {max_document_bytes}
+max_index_file_bytes = {max_index_file_bytes}
 """
 
 
@@ -210,6 +224,9 @@ class ServeConfig:
     #: local sentence-transformers directories this server may load for a commit naming
     #: ``local:<directory name>``, separated by ":" (a commit never names a path)
     models: str = ""
+    #: largest document and index file a commit may hold to be served (bytes)
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    max_index_file_bytes: int = DEFAULT_MAX_INDEX_FILE_BYTES
     stores: tuple[StoreSpec, ...] = ()
 
     def __post_init__(self) -> None:

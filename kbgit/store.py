@@ -21,6 +21,7 @@ from .embeddings import Embedder, load_embedder
 from .errors import ConfigError, GitError, HubMovedError, KbgitError, QueryError
 from .format.checks import SegmentCache
 from .format.ledger import Ledger
+from .format.limits import Limits
 from .format.snapshot import Hit, Snapshot, load_snapshot
 from .fsio import write_atomic
 from .gitrepo import GitRepo, absolute_remote
@@ -159,11 +160,11 @@ class KnowledgeStore:
                 f"{self.root} has no commits yet",
                 hint=f"ingest documents first: kbgit ingest {self.root} DOCS",
             )
-        return load_snapshot(self.repo, rev, cache=self._cache)
+        return load_snapshot(self.repo, rev, cache=self._cache, limits=Limits.of(self.config))
 
     def verify(self, rev: str = "HEAD") -> Snapshot:
         """Check every file of ``rev`` against its manifest and ledger; raise IntegrityError."""
-        return load_snapshot(self.repo, rev, cache=SegmentCache())
+        return load_snapshot(self.repo, rev, cache=SegmentCache(), limits=Limits.of(self.config))
 
     def _query_embedder(self, snap: Snapshot) -> Embedder:
         if self.embedder.model_id == snap.ledger.model_id:
@@ -270,7 +271,8 @@ class KnowledgeStore:
                     "cannot fast-forward: this store has commits the hub lacks",
                     hint="push them (kbgit ingest pushes) or re-clone the store",
                 )
-            load_snapshot(self.repo, hub_head, cache=self._cache)  # refuse a bad commit
+            # refuse a bad commit
+            load_snapshot(self.repo, hub_head, cache=self._cache, limits=Limits.of(self.config))
             self.repo.run("merge", "--ff-only", "--quiet", hub_head)
             return hub_head
 

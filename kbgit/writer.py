@@ -175,14 +175,7 @@ class Writer:
         try:
             self.repo.run("push", "--quiet", HUB_REMOTE, f"HEAD:refs/heads/{self.config.branch}")
         except GitError as exc:
-            raise HubMovedError(
-                f"the hub refused the push: {exc.stderr}",
-                stderr=exc.stderr,
-                hint=(
-                    "the commit is kept locally; see kbgit status. If a standby was promoted, "
-                    f"rejoin as a standby: kbgit rejoin {self.root}"
-                ),
-            ) from exc
+            raise _push_error(self.root, exc.stderr) from exc
         # the hub accepted exactly HEAD: record it without another round trip
         self.repo.run("update-ref", f"refs/remotes/{HUB_REMOTE}/{self.config.branch}", head)
         return True
@@ -287,6 +280,37 @@ class Transaction:
     def push(self) -> bool:
         """Push the new HEAD to the hub; return whether anything was pushed."""
         return self.writer.push()
+
+
+#: what git says when the hub has moved on (another writer pushed first)
+_MOVED = ("non-fast-forward", "fetch first", "[rejected]")
+
+
+def _push_error(root: Path, stderr: str) -> GitError:
+    """Return the error for a failed push: the hub moved, or the hub could not take it."""
+    if any(mark in stderr for mark in _MOVED):
+        return HubMovedError(
+            f"the hub refused the push: {stderr}",
+            stderr=stderr,
+            hint=(
+                "the commit is kept locally; see kbgit status. If a standby was promoted, "
+                f"rejoin as a standby: kbgit rejoin {root}"
+            ),
+        )
+    # a hook's refusal, a full disk, permissions, an unreachable hub: rejoining would set
+    # the pending commit aside, so the hint never says so
+    if "hook declined" in stderr:
+        return GitError(
+            f"the hub's hook refused the commit: {stderr}",
+            stderr=stderr,
+            hint=f"the commit is kept locally; check it with kbgit verify {root}",
+        )
+    return GitError(
+        f"the push to the hub failed: {stderr}",
+        stderr=stderr,
+        hint="the commit is kept locally and the next ingest pushes it: fix what git "
+        "reports on the hub (disk space, permissions, reachability), then run kbgit ingest again",
+    )
 
 
 def _moved_hint(root: Path, behind_only: bool) -> str:

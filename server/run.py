@@ -20,6 +20,7 @@ from waitress import create_server, wasyncore
 
 from kbgit.config import CONFIG_NAME, ServeConfig, StoreConfig
 from kbgit.errors import ConfigError, KbgitError
+from kbgit.format.limits import Limits
 from kbgit.models import ModelAllowList
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
@@ -77,7 +78,11 @@ class Server:
                 )
             svc = self.services.add(
                 KnowledgeService(
-                    spec.name, spec.path, embedders=self.services.embedders, manage_gc=True
+                    spec.name,
+                    spec.path,
+                    embedders=self.services.embedders,
+                    manage_gc=True,
+                    limits=Limits.of(config),
                 )
             )
             interval = config.interval if spec.hub else min(config.interval, PRIMARY_POLL)

@@ -28,6 +28,7 @@ from ..config import MAX_K
 from ..embeddings import Embedder, load_embedder
 from ..errors import ConfigError, IntegrityError, KbgitError, NotReadyError, QueryError
 from ..format.checks import SegmentCache
+from ..format.limits import Limits
 from ..format.manifest import MANIFEST_PATH, Manifest
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
@@ -199,8 +200,11 @@ class KnowledgeService:
         role: str = "primary",
         upstream: str = "",
         manage_gc: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self.name = name
+        #: size limits on what a commit may make this server read (docs, index files)
+        self.limits = limits or Limits()
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
@@ -241,7 +245,7 @@ class KnowledgeService:
         """
         self._warm_model(rev)
         with gc_paused():
-            snap = load_snapshot(self.repo, rev, cache=self.cache)
+            snap = load_snapshot(self.repo, rev, cache=self.cache, limits=self.limits)
         if verified is not None:
             verified()
         embedder = self.embedders.get(snap.ledger.model_id)
