@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import faiss
-from waitress import create_server, wasyncore
+from waitress import wasyncore
 
 from kbgit.config import CONFIG_NAME, ServeConfig, StoreConfig
 from kbgit.errors import ConfigError, KbgitError
@@ -26,6 +26,7 @@ from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
 
 from . import create_app
+from .limits import ConnectionLimits, LimitedServer
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 PRIMARY_POLL = 1.0
 #: answers up to this size leave in one send() (atomic for a proxy when a process dies)
 RESPONSE_SEND_BYTES = 65536
+#: room for multipart headers above ``max_upload`` before waitress itself refuses a body
+UPLOAD_SLACK = 64 * 1024
 
 
 def pin_threads() -> None:
@@ -83,6 +86,7 @@ class Server:
                     embedders=self.services.embedders,
                     manage_gc=True,
                     limits=Limits.of(config),
+                    allowed_signers=config.allowed_signers,
                 )
             )
             interval = config.interval if spec.hub else min(config.interval, PRIMARY_POLL)
@@ -114,13 +118,23 @@ class Server:
         """Open the listening socket (requests queue until :meth:`serve_forever`)."""
         pin_threads()
         try:
-            self._http = create_server(
+            # waitress, with request deadlines, eviction and a body limit (server/limits.py)
+            self._http = LimitedServer(
                 self.app,
+                # waitress spools bodies up to 1 GiB by default before the app's own size
+                # check runs: cap it just above the largest body the app accepts
+                ConnectionLimits.from_config(
+                    self.config, max_request_body=self.config.max_upload + UPLOAD_SLACK
+                ),
                 host=self.config.host,
                 port=self.config.port,
                 threads=self.config.threads,
                 ident="kbgit",
                 clear_untrusted_proxy_headers=True,
+                # a TLS-terminating nginx on this host says https: the console's session
+                # cookie is then marked Secure (the only use of the header)
+                trusted_proxy="127.0.0.1",
+                trusted_proxy_headers="x-forwarded-proto",
             )
         except OSError as exc:  # port in use, address not on this host, no permission
             raise ConfigError(

@@ -30,6 +30,10 @@ _OPTIONS = [
     ),
     click.option("--threads", type=int, help="HTTP worker threads [default: 8]."),
     click.option(
+        "--allowed-signers",
+        help="Serve only commits signed by a key in this file (see docs/security.md).",
+    ),
+    click.option(
         "--config",
         "config_file",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -77,8 +81,9 @@ def serve(store: Path | None, config_file: Path | None, name: str, **opts: objec
     """Serve a store over HTTP; reload it after each ingest (it watches HEAD).
 
     Without STORE, serves the [serve.stores.<name>] tables of --config (a STORE replaces
-    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload
-    (and /kb/<name>/query, health, ready, admin/... for each store).
+    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload,
+    /documents (upload, delete, list: the write API) and the web console at /ui/ (and
+    /kb/<name>/query, health, ready, documents, admin/... for each store).
 
     Example: kbgit serve ./kb --bind 127.0.0.1:8001
     """
@@ -115,8 +120,18 @@ def hooks() -> None:
 @click.option("--token", envvar="KBGIT_TOKEN", help="Bearer token of the standbys' /admin/sync.")
 @click.option("--python", default=sys.executable, show_default=True, help="Python running kbgit.")
 @click.option("--force", is_flag=True, help="Replace hooks not written by kbgit.")
+@click.option(
+    "--allowed-signers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Accept only commits signed by a key in this file (see docs/security.md).",
+)
 def hooks_install(
-    hub: Path, notify: tuple[str, ...], token: str | None, python: str, force: bool
+    hub: Path,
+    notify: tuple[str, ...],
+    token: str | None,
+    python: str,
+    force: bool,
+    allowed_signers: Path | None,
 ) -> None:
     """Install pre-receive (verify) and post-receive (notify) hooks in a bare hub.
 
@@ -124,7 +139,14 @@ def hooks_install(
     """
     from ..hub import hooks as hub_hooks
 
-    paths = hub_hooks.install(hub, notify=notify, token=token, python=python, force=force)
+    paths = hub_hooks.install(
+        hub,
+        notify=notify,
+        token=token,
+        python=python,
+        force=force,
+        allowed_signers=allowed_signers,
+    )
     for path in paths:
         click.echo(f"installed {path}")
     click.echo(f"standbys notified after each push: {', '.join(notify) or '(none)'}")

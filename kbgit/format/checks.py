@@ -15,8 +15,9 @@ from ..gitrepo import GitRepo
 from ..models import check_model_id
 from . import jsonio
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
-from .limits import DEFAULT_LIMITS, Limits, check_claims, read_capped, read_claimed
+from .limits import DEFAULT_LIMITS, Limits, check_capped, check_claims, read_claimed
 from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef, sha256
+from .shards import SHARD_DIR, ShardCache, read_ledger
 from .tree import plain_files
 from .vector_index import Segment, decode_segment
 
@@ -35,6 +36,8 @@ class SegmentCache:
         self._segments: dict[tuple[str, str], tuple[Segment, tuple]] = {}
         #: document blob id -> (sha256, size) it was verified against
         self._docs: dict[str, tuple[str, int]] = {}
+        #: ledger shards (format 2) verified, keyed by (shard key, blob id)
+        self.shards = ShardCache()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str]) -> Segment | None:
@@ -64,11 +67,22 @@ class SegmentCache:
         with self._lock:
             self._docs[blob] = (sha, size)
 
-    def retain(self, keys: set[tuple[str, str]], docs: set[str]) -> None:
-        """Forget everything not in use by the current snapshot."""
+    def retain(
+        self,
+        keys: set[tuple[str, str]],
+        docs: set[str],
+        shards: set[tuple[str, str]] | None = None,
+    ) -> None:
+        """Forget everything not in use by the current snapshot (shards too, if given)."""
         with self._lock:
             self._segments = {k: v for k, v in self._segments.items() if k in keys}
             self._docs = {b: v for b, v in self._docs.items() if b in docs}
+        if shards is not None:
+            self.shards.retain(shards)
+
+
+#: eval sets versioned with the documents (kbgit/retrieval/evals.py reads them)
+EVALS_DIR = "evals"
 
 
 def segment_claims(ref: SegmentRef) -> tuple:
@@ -77,9 +91,12 @@ def segment_claims(ref: SegmentRef) -> tuple:
 
 
 def read_tree(
-    repo: GitRepo, commit: str, limits: Limits = DEFAULT_LIMITS
+    repo: GitRepo,
+    commit: str,
+    shards: ShardCache | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
-    """Read a commit's tree, ledger and manifest; refuse pickle files and files over limits."""
+    """Read a commit's tree, ledger (format 1 or 2) and manifest; refuse pickles, big files."""
     tree = plain_files(repo.tree_entries(commit))
     for path in tree:
         if path.lower().endswith(FORBIDDEN_SUFFIXES):
@@ -87,11 +104,14 @@ def read_tree(
     for required in (LEDGER_PATH, MANIFEST_PATH):
         if required not in tree:
             raise IntegrityError(f"commit {commit[:12]} has no {required}: not a kbgit store")
-    named = {p: tree[p] for p in (LEDGER_PATH, MANIFEST_PATH)}
-    blobs = read_capped(repo, named, limits.max_index_file_bytes)
-    ledger_raw = blobs[tree[LEDGER_PATH]]
-    ledger = Ledger.from_bytes(ledger_raw)
-    manifest = Manifest.from_bytes(blobs[tree[MANIFEST_PATH]])
+    ledger_files = {
+        p: b
+        for p, b in tree.items()
+        if p in (LEDGER_PATH, MANIFEST_PATH) or p.startswith("ledger/")
+    }
+    check_capped(repo, ledger_files, limits.max_index_file_bytes)  # before reading any
+    ledger, ledger_raw = read_ledger(repo, tree, shards)
+    manifest = Manifest.from_bytes(repo.read_blobs([tree[MANIFEST_PATH]])[tree[MANIFEST_PATH]])
     check_claims(ledger, manifest, limits)
     return tree, ledger, manifest, ledger_raw
 
@@ -102,6 +122,10 @@ def check_header(
     """Check ledger hash, model, and that the index files are exactly the manifest's."""
     if manifest.ledger_sha256 != sha256(ledger_raw):
         raise IntegrityError(f"{LEDGER_PATH} does not match the sha256 in {MANIFEST_PATH}")
+    if manifest.format != ledger.format:
+        raise IntegrityError(
+            f"{MANIFEST_PATH} is format {manifest.format}, {LEDGER_PATH} format {ledger.format}"
+        )
     if (manifest.model_id, manifest.dim) != (ledger.model_id, ledger.dim):
         raise IntegrityError(
             f"manifest model {manifest.model_id}/{manifest.dim} differs from ledger "
@@ -273,10 +297,14 @@ def check_docs(
         doc = ledger.documents[path]
         check_blob(f"{DOCS_DIR}/{path}", doc.sha256, doc.size, blobs[blob])
         cache.add_doc(blob, doc.sha256, doc.size)
+    # format 2 shards were matched against the ledger root by read_ledger; format 1 has none
+    dirs = (prefix, INDEX_DIR + "/") + ((SHARD_DIR + "/",) if ledger.format >= 2 else ())
     others = [
         p
         for p in tree
-        if not p.startswith((prefix, INDEX_DIR + "/")) and p not in (LEDGER_PATH, MANIFEST_PATH)
+        if not p.startswith(dirs)
+        and p not in (LEDGER_PATH, MANIFEST_PATH)
+        and not (p.startswith(EVALS_DIR + "/") and p.endswith(".jsonl"))
     ]
     if others:
         raise IntegrityError(f"unexpected file in the store: {others[0]}")

@@ -68,12 +68,11 @@ def read_claimed(repo: GitRepo, claims: Mapping[str, tuple[str, int]]) -> dict[s
     return repo.read_blobs(claims)
 
 
-def read_capped(repo: GitRepo, named: Mapping[str, str], cap: int) -> dict[str, bytes]:
-    """Read blobs ``{path: blob id}`` that are at most ``cap`` bytes (ledger, manifest)."""
+def check_capped(repo: GitRepo, named: Mapping[str, str], cap: int) -> None:
+    """Refuse blobs ``{path: blob id}`` over ``cap`` bytes, without reading them."""
     sizes = repo.blob_sizes(named.values())
     for path, sha in named.items():
         if sizes[sha] > cap:
             raise IntegrityError(
                 f"{path}: {sizes[sha]} bytes, over the limit of {cap} (max_index_file_bytes)"
             )
-    return repo.read_blobs(named.values())

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FormatError
 from . import jsonio
-from .ledger import FORMAT_VERSION
+from .ledger import FORMAT_VERSION, READABLE_FORMATS
 from .vector_index import Row, encode_segment
 
 MANIFEST_PATH = "manifest.json"
@@ -126,8 +126,11 @@ class Manifest:
         try:
             data = jsonio.loads(raw, MANIFEST_PATH)
             fmt = int(data["format"])
-            if fmt != FORMAT_VERSION:
-                raise FormatError(f"manifest format {fmt} is not supported")
+            if fmt not in READABLE_FORMATS:
+                raise FormatError(
+                    f"manifest format {fmt} is not supported",
+                    hint="upgrade kbgit on this host",
+                )
             segs = tuple(
                 SegmentRef(
                     str(s["name"]),

@@ -32,6 +32,7 @@ from .checks import (
 from .ledger import Ledger
 from .limits import DEFAULT_LIMITS, Limits
 from .manifest import Manifest
+from .shards import shard_keys
 from .vector_index import LiveIndex
 
 
@@ -62,6 +63,8 @@ class Snapshot:
     sources: dict[str, str]
     cache_keys: frozenset[tuple[str, str]] = frozenset()
     doc_blobs: frozenset[str] = frozenset()
+    #: (shard key, blob id) of each format 2 ledger shard (SegmentCache.shards keys)
+    shard_keys: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def vectors(self) -> int:
@@ -116,7 +119,7 @@ def load_snapshot(
     if commit is None:
         raise no_such_revision(repo, rev)
     cache = cache if cache is not None else SegmentCache()
-    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, limits)
+    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, cache.shards, limits)
     check_header(ledger, manifest, ledger_raw, tree)
     segments, keys = load_segments(repo, tree, manifest, cache)
     dead = load_tombstones(repo, tree, manifest, segments)
@@ -132,4 +135,5 @@ def load_snapshot(
         ledger.chunk_sources(),
         frozenset(keys),
         frozenset(docs),
+        frozenset(shard_keys(ledger)),
     )

@@ -20,7 +20,7 @@ import numpy as np
 from ..config import DEFAULT_MAX_DOCUMENT_BYTES
 from ..embeddings import Embedder
 from ..errors import DocumentError
-from ..format.ledger import LEDGER_PATH, DocEntry, Ledger
+from ..format.ledger import DocEntry, Ledger
 from ..format.manifest import (
     INDEX_DIR,
     MANIFEST_PATH,
@@ -31,6 +31,7 @@ from ..format.manifest import (
     segment_name,
     sha256,
 )
+from ..format.shards import encode_ledger
 from ..format.vector_index import Row
 from .chunking import Chunk, split_sections
 from .documents import load_document, loader_for
@@ -76,7 +77,8 @@ class Plan:
         return bool(self.added or self.updated or self.deleted or self.renamed)
 
 
-def _hidden(rel: str) -> bool:
+def hidden_path(rel: str) -> bool:
+    """Tell whether a path has a hidden segment (folder ingests neither read nor delete these)."""
     return any(part.startswith(".") for part in rel.split("/"))
 
 
@@ -166,7 +168,7 @@ def plan_changes(
     """Diff the source folder against the ledger by content hash."""
     plan = Plan(reembed_all=reembed_all)
     old = ledger.documents
-    gone = [p for p in sorted(old) if p not in files and not _hidden(p)]
+    gone = [p for p in sorted(old) if p not in files and not hidden_path(p)]
     if reembed_all:
         plan.added = [p for p in sorted(files) if p not in old]
         plan.updated = [p for p in sorted(files) if p in old]
@@ -201,6 +203,19 @@ class LoadedDoc:
     ids: list[str] | None = None
 
 
+def load_bytes(
+    path: str, data: bytes, chunk_size: int, chunk_overlap: int, count_tokens: Callable[[str], int]
+) -> LoadedDoc:
+    """Read and chunk one document's bytes; raise DocumentError if it has no usable text."""
+    loader, sections = load_document(path, data)
+    chunks = split_sections(
+        sections, size=chunk_size, overlap=chunk_overlap, count_tokens=count_tokens
+    )
+    if not chunks:
+        raise DocumentError("no text content")
+    return LoadedDoc(path, data, loader, chunks)
+
+
 def load_changed(
     plan: Plan,
     files: Mapping[str, SourceFile],
@@ -224,13 +239,7 @@ def load_changed(
                     "(max_document_bytes)"
                 )
             data = read_regular(files[path].abspath)
-            loader, sections = load_document(path, data)
-            chunks = split_sections(
-                sections, size=chunk_size, overlap=chunk_overlap, count_tokens=count_tokens
-            )
-            if not chunks:
-                raise DocumentError("no text content")
-            loaded.append(LoadedDoc(path, data, loader, chunks))
+            loaded.append(load_bytes(path, data, chunk_size, chunk_overlap, count_tokens))
         except DocumentError as exc:
             failed.append(FileReport(path, str(exc)))
         except OSError as exc:
@@ -356,12 +365,20 @@ def build_ingest(
         ref, files = new_segment(seg_name, vectors, rows, dim)
         writes.update(files)
         segments.append(ref)
-    new_ledger = Ledger(model_id, dim, dict(chunking), docs)
-    ledger_raw = new_ledger.to_bytes()
-    writes[LEDGER_PATH] = ledger_raw  # serialized once: O(store), the costliest commit step
+    # a store keeps its format until `kbgit migrate`; format 2 writes only changed shards
+    files = encode_ledger(Ledger(model_id, dim, dict(chunking), docs, ledger.format), ledger)
+    writes.update(files.writes)
+    deletes += files.deletes
     live = sum(s.vectors - s.deleted for s in segments)
-    new_manifest = Manifest(generation, model_id, dim, tuple(segments), live, sha256(ledger_raw))
+    new_manifest = Manifest(
+        generation, model_id, dim, tuple(segments), live, sha256(files.root), ledger.format
+    )
     writes[MANIFEST_PATH] = new_manifest.to_bytes()
     return Build(
-        new_ledger, new_manifest, writes, deletes, len(rows), sum(len(v) for v in victims.values())
+        files.ledger,
+        new_manifest,
+        writes,
+        deletes,
+        len(rows),
+        sum(len(v) for v in victims.values()),
     )

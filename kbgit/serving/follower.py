@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 import shutil
 import threading
 import time
@@ -30,7 +29,8 @@ import schedule
 
 from ..config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
 from ..errors import GitError, IntegrityError, KbgitError
-from ..gitrepo import GitRepo, absolute_remote
+from ..fencing import check as fence_check
+from ..gitrepo import GitRepo, absolute_remote, redact
 from .service import KnowledgeService, Loaded
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,6 @@ class SyncResult:
     def ok(self) -> bool:
         """Tell whether the attempt succeeded (nothing new, or a new commit served)."""
         return self.status in (OK, UPDATED)
-
-
-def redact(url: str) -> str:
-    """Strip credentials from a URL before it is shown or logged."""
-    return re.sub(r"(://)[^/@]+@", r"\1", url)
 
 
 def describe(exc: BaseException) -> str:
@@ -112,6 +107,8 @@ class Follower:
         """Make the replica usable: create it if absent, re-clone it if corrupt, load HEAD."""
         if self.hub:
             self._ensure_replica()
+        else:
+            self._check_writer()  # a fenced primary must not answer, even at start
         head = self.repo.head() if (self.service.path / ".git").exists() else None
         if head is None:
             return
@@ -204,7 +201,27 @@ class Follower:
             if previous != result.status or st.failures_in_row in (1, 10, 100, 1000):
                 logger.warning("%s: sync %s: %s", self.service.name, result.status, result.error)
 
+    def _check_writer(self) -> None:
+        """Fence this primary when the hub's writer record names another store."""
+        st = self.service.sync
+        if not (self.service.path / ".git").is_dir() or self.repo.remote_url(HUB_REMOTE) is None:
+            return
+        try:
+            with self._stage("writer"):
+                status = fence_check(self.repo, HUB_REMOTE)
+        except GitError as exc:  # hub unreachable: keep the last verdict, say so
+            st.writer = {**(st.writer or {}), "error": redact(exc.stderr or str(exc))}
+            return
+        st.writer = {**status.hub.to_json(), "held": status.held} if status.hub else None
+        fenced = status.describe() if status.held is False else None
+        if fenced != st.fenced:
+            log = logger.error if fenced else logger.warning
+            log("%s: %s", self.service.name, f"fenced: {fenced}" if fenced else "writer again")
+        st.fenced = fenced
+        st.role = "fenced" if fenced else "primary"
+
     def _sync_primary(self, started: float) -> SyncResult:
+        self._check_writer()
         head = self.repo.head()
         self.service.sync.upstream_head = head
         if head is None or head == self.service.commit:
@@ -222,7 +239,9 @@ class Follower:
             if not self._local_ok():
                 self._move_aside()
                 self._ensure_replica()
-            return SyncResult(ERROR, self.service.commit, st.upstream_head, f"fetch: {exc.stderr}")
+            return SyncResult(
+                ERROR, self.service.commit, st.upstream_head, f"fetch: {redact(exc.stderr)}"
+            )
         st.upstream_head = upstream
         head = self.repo.head()
         self._measure_lag(upstream)

@@ -30,9 +30,14 @@ from ..errors import ConfigError, IntegrityError, KbgitError, NotReadyError, Que
 from ..format.checks import SegmentCache
 from ..format.limits import Limits
 from ..format.manifest import MANIFEST_PATH, Manifest
+from ..format.signatures import new_commits, require_signed
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
 from ..models import ModelAllowList, check_model_id
+from ..retrieval.evals import Score, served_score
+from ..retrieval.fusion import HybridOptions
+from ..retrieval.lexical import LexicalIndex
+from ..retrieval.search import LexicalIndexes, search
 from ..store import QueryResult
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,10 @@ class Loaded:
     snapshot: Snapshot
     embedder: Embedder
     loaded_at: float
+    #: who signed the commit (allowed-signers principal); None when signatures are off
+    signer: str | None = None
+    #: BM25 over the same snapshot's live chunks (built before the swap)
+    lexical: LexicalIndex | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +90,10 @@ class SyncState:
     refused: list[Refusal] = dataclasses.field(default_factory=list)
     refused_total: int = 0
     diverged: bool = False
+    #: a primary fenced by a promotion: why (None while it holds the writer role)
+    fenced: str | None = None
+    #: the hub's writer record (refs/kbgit/writer) as a primary last saw it
+    writer: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``sync`` section of /health."""
@@ -93,6 +106,8 @@ class SyncState:
             "failures_in_row": self.failures_in_row,
             "upstream_head": self.upstream_head,
             "diverged": self.diverged,
+            "fenced": self.fenced,
+            "writer": self.writer,
         }
 
 
@@ -201,13 +216,22 @@ class KnowledgeService:
         upstream: str = "",
         manage_gc: bool = False,
         limits: Limits | None = None,
+        allowed_signers: str = "",
     ) -> None:
         self.name = name
         #: size limits on what a commit may make this server read (docs, index files)
         self.limits = limits or Limits()
+        #: allowed-signers file; when set, only commits signed by its keys are served
+        self.allowed_signers = allowed_signers
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
+        #: per-segment BM25 terms cached by content; one lexical index per loaded commit
+        self.lexical = LexicalIndexes()
+        #: how queries that name no mode retrieve
+        self.options = HybridOptions()
+        #: (commit, score) of the last served commit's own evals/ (None: it has none)
+        self.eval_score: tuple[str, Score] | None = None
         self.embedders = embedders or EmbedderPool()
         self.sync = SyncState(role=role, upstream=upstream)
         #: a server process sets this: freeze served snapshots out of the cyclic GC
@@ -227,8 +251,8 @@ class KnowledgeService:
 
     @property
     def ready(self) -> bool:
-        """Tell whether queries can be answered (index and model in memory)."""
-        return self._current is not None
+        """Tell whether queries can be answered (index and model in memory, not fenced)."""
+        return self._current is not None and self.sync.fenced is None
 
     @property
     def commit(self) -> str | None:
@@ -243,18 +267,28 @@ class KnowledgeService:
         ``verified`` runs once the commit has passed verification, while the model may
         still be loading (the follower fast-forwards the replica there).
         """
+        signer = self._check_signed(rev)
         self._warm_model(rev)
         with gc_paused():
             snap = load_snapshot(self.repo, rev, cache=self.cache, limits=self.limits)
         if verified is not None:
             verified()
+        lexical = self.lexical.get(snap)
         embedder = self.embedders.get(snap.ledger.model_id)
         if embedder.dim != snap.ledger.dim:
             raise IntegrityError(
                 f"model {snap.ledger.model_id} makes {embedder.dim}-d vectors, "
                 f"the commit holds {snap.ledger.dim}-d ones"
             )
-        return Loaded(snap, embedder, time.time())
+        return Loaded(snap, embedder, time.time(), signer=signer, lexical=lexical)
+
+    def _check_signed(self, rev: str) -> str | None:
+        """Require an allowed signature on every commit ``rev`` adds to the served one."""
+        if not self.allowed_signers:
+            return None
+        commit = self.repo.rev_parse(rev) or rev
+        added = [c for c in new_commits(self.repo, commit, self.commit) if c != commit]
+        return require_signed(self.repo, [commit, *added], self.allowed_signers)[0].signer
 
     def _warm_model(self, rev: str) -> None:
         """Start loading the commit's model while its index is verified, if it may load it.
@@ -284,10 +318,12 @@ class KnowledgeService:
         snap = loaded.snapshot
         changed = old is None or old.snapshot.commit != snap.commit
         del old  # freed here by reference counting, or when its last query returns
-        self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs))
+        self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
+        self.lexical.retain(snap)
         if self.manage_gc:
             freeze_long_lived()
         if changed:
+            self._score_evals(loaded)
             took = time.monotonic() - started if started is not None else 0.0
             self.reloads += 1
             self.reload_seconds += took
@@ -299,6 +335,26 @@ class KnowledgeService:
                 snap.vectors,
                 took,
             )
+
+    def _score_evals(self, loaded: Loaded) -> None:
+        """Score the served commit's own eval sets in the background (for /metrics)."""
+        snap = loaded.snapshot
+
+        def run() -> None:
+            try:
+                score = served_score(
+                    self.repo,
+                    snap,
+                    self.options,
+                    embed=lambda t: loaded.embedder.embed([t])[0],
+                    lexical=lambda: loaded.lexical or self.lexical.get(snap),
+                )
+            except KbgitError as exc:
+                logger.warning("%s: eval of %s failed: %s", self.name, snap.commit[:12], exc)
+                return
+            self.eval_score = (snap.commit, score) if score else None
+
+        threading.Thread(target=run, name="kbgit-eval", daemon=True).start()
 
     def reload(self, rev: str = "HEAD") -> Snapshot:
         """Verify and swap in ``rev``; on failure keep serving and raise the error."""
@@ -320,7 +376,9 @@ class KnowledgeService:
         """Drop cached segments the served snapshot does not use (after a refused load)."""
         cur = self._current
         if cur is not None:
-            self.cache.retain(set(cur.snapshot.cache_keys), set(cur.snapshot.doc_blobs))
+            snap = cur.snapshot
+            self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
+            self.lexical.retain(snap)
 
     def refuse(self, commit: str, reason: str) -> None:
         """Record that ``commit`` failed verification and is not served."""
@@ -339,18 +397,31 @@ class KnowledgeService:
         *,
         source: str | Sequence[str] | None = None,
         score_threshold: float | None = None,
+        options: HybridOptions | None = None,
     ) -> QueryResult:
         """Answer from the current snapshot only (the whole answer names one commit)."""
         cur = self._current
         if cur is None:
             raise NotReadyError(f"store {self.name!r} is not loaded yet", hint="retry shortly")
-        if not text or not text.strip():
-            raise QueryError("query text is empty")
+        if self.sync.fenced is not None:  # its data may be stale: the writer moved elsewhere
+            raise NotReadyError(
+                f"store {self.name!r} is fenced: {self.sync.fenced}",
+                hint="ask the new primary; rejoin this one as a standby: kbgit rejoin STORE",
+            )
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
-        vector = cur.embedder.embed([text])[0]
-        hits = cur.snapshot.search(vector, k, source=source, score_threshold=score_threshold)
-        return QueryResult(cur.snapshot.commit, hits)
+        snap = cur.snapshot
+        hits = search(
+            snap,
+            text,
+            k,
+            options or self.options,
+            embed=lambda t: cur.embedder.embed([t])[0],
+            lexical=lambda: cur.lexical or self.lexical.get(snap),
+            source=source,
+            score_threshold=score_threshold,
+        )
+        return QueryResult(snap.commit, list(hits))
 
     def lag_seconds(self, now: float | None = None) -> float:
         """Return how stale the served data may be, in seconds (0 when caught up)."""
@@ -371,7 +442,7 @@ class KnowledgeService:
         return {
             "store": self.name,
             "role": st.role,
-            "ready": cur is not None,
+            "ready": self.ready,
             "index": {
                 "loaded": snap is not None,
                 "vectors": snap.vectors if snap else 0,
@@ -386,6 +457,7 @@ class KnowledgeService:
                 "commit": snap.commit if snap else None,
                 "time": _iso(snap.commit_time) if snap else None,
                 "loaded_at": _iso(cur.loaded_at) if cur else None,
+                "signer": cur.signer if cur else None,
             },
             "sync": st.to_json(),
             "lag": {"seconds": self.lag_seconds(), "commits": st.lag_commits},
