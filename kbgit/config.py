@@ -121,10 +121,14 @@ class StoreConfig:
             branch=self.branch,
             batch_size=self.batch_size,
             author=self.author,
-            max_document_bytes=self.max_document_bytes,
-            max_index_file_bytes=self.max_index_file_bytes,
-            signing_key=_quote(self.signing_key),
-            allowed_signers=_quote(self.allowed_signers),
+            max_document_bytes=_optional_int(
+                "max_document_bytes", self.max_document_bytes, DEFAULT_MAX_DOCUMENT_BYTES
+            ),
+            max_index_file_bytes=_optional_int(
+                "max_index_file_bytes", self.max_index_file_bytes, DEFAULT_MAX_INDEX_FILE_BYTES
+            ),
+            signing_key=_optional("signing_key", self.signing_key),
+            allowed_signers=_optional("allowed_signers", self.allowed_signers),
         )
 
 
@@ -152,14 +156,30 @@ batch_size = {batch_size}
 author = "{author}"
 # Largest document ingested and accepted by verification (bigger files are reported),
 # and largest index file (segment, rows, ledger) accepted by verification, in bytes.
-max_document_bytes = {max_document_bytes}
-max_index_file_bytes = {max_index_file_bytes}
+{max_document_bytes}
+{max_index_file_bytes}
 # Signed commits (off when empty; see docs/security.md). signing_key: an SSH private key
 # file this store signs every commit with. allowed_signers: a file of keys (ssh-keygen's
 # allowed-signers format) that `kbgit verify` and `kbgit pull` require a signature from.
-signing_key = "{signing_key}"
-allowed_signers = "{allowed_signers}"
+{signing_key}
+{allowed_signers}
 """
+
+
+def _optional(key: str, value: str) -> str:
+    """Render a setting newer than format 1's releases, commented out while unset.
+
+    A kb.toml that does not use it then stays readable by the previous release
+    (which refuses unknown keys) during a rolling upgrade.
+    """
+    line = f'{key} = "{_quote(value)}"'
+    return line if value else f"# {line}"
+
+
+def _optional_int(key: str, value: int, default: int) -> str:
+    """Render a newer integer setting, commented out at its default (see :func:`_optional`)."""
+    line = f"{key} = {value}"
+    return line if value != default else f"# {line}"
 
 
 def _quote(value: str) -> str:
