@@ -27,6 +27,10 @@ DEFAULT_BRANCH = "main"
 #: texts per encode() call; larger batches barely help on 2 CPU cores
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_AUTHOR = "kbgit <kbgit@localhost>"
+#: largest document a commit may hold (ingest reports bigger files; verification refuses them)
+DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+#: largest index file (segment, rows, tombstones, ledger) a commit may hold: ~1.4M 384-d vectors
+DEFAULT_MAX_INDEX_FILE_BYTES = 2 * 1024 * 1024 * 1024
 #: name of the git remote that points at the hub
 HUB_REMOTE = "hub"
 
@@ -48,6 +52,10 @@ class StoreConfig:
     branch: str = DEFAULT_BRANCH
     batch_size: int = DEFAULT_BATCH_SIZE
     author: str = DEFAULT_AUTHOR
+    #: largest document an ingest stores and a verification accepts (bytes)
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    #: largest index file (segment, rows, tombstones, ledger) a verification accepts (bytes)
+    max_index_file_bytes: int = DEFAULT_MAX_INDEX_FILE_BYTES
     #: SSH private key file; when set, every commit is signed with it (gpg.format=ssh)
     signing_key: str = ""
     #: allowed-signers file; when set, verify and pull accept only commits signed by it
@@ -113,6 +121,12 @@ class StoreConfig:
             branch=self.branch,
             batch_size=self.batch_size,
             author=self.author,
+            max_document_bytes=_optional_int(
+                "max_document_bytes", self.max_document_bytes, DEFAULT_MAX_DOCUMENT_BYTES
+            ),
+            max_index_file_bytes=_optional_int(
+                "max_index_file_bytes", self.max_index_file_bytes, DEFAULT_MAX_INDEX_FILE_BYTES
+            ),
             signing_key=_optional("signing_key", self.signing_key),
             allowed_signers=_optional("allowed_signers", self.allowed_signers),
         )
@@ -140,6 +154,10 @@ branch = "{branch}"
 batch_size = {batch_size}
 # Author and committer of ingest commits.
 author = "{author}"
+# Largest document ingested and accepted by verification (bigger files are reported),
+# and largest index file (segment, rows, ledger) accepted by verification, in bytes.
+{max_document_bytes}
+{max_index_file_bytes}
 # Signed commits (off when empty; see docs/security.md). signing_key: an SSH private key
 # file this store signs every commit with. allowed_signers: a file of keys (ssh-keygen's
 # allowed-signers format) that `kbgit verify` and `kbgit pull` require a signature from.
@@ -156,6 +174,12 @@ def _optional(key: str, value: str) -> str:
     """
     line = f'{key} = "{_quote(value)}"'
     return line if value else f"# {line}"
+
+
+def _optional_int(key: str, value: int, default: int) -> str:
+    """Render a newer integer setting, commented out at its default (see :func:`_optional`)."""
+    line = f"{key} = {value}"
+    return line if value != default else f"# {line}"
 
 
 def _quote(value: str) -> str:
@@ -251,6 +275,9 @@ class ServeConfig:
     #: local sentence-transformers directories this server may load for a commit naming
     #: ``local:<directory name>``, separated by ":" (a commit never names a path)
     models: str = ""
+    #: largest document and index file a commit may hold to be served (bytes)
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    max_index_file_bytes: int = DEFAULT_MAX_INDEX_FILE_BYTES
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT

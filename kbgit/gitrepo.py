@@ -214,6 +214,19 @@ class GitRepo:
             entries.append(TreeEntry(raw.decode("utf-8", "surrogateescape"), mode, kind, sha, raw))
         return entries
 
+    def blob_sizes(self, shas: Iterable[str]) -> dict[str, int]:
+        """Return the size of each blob id without reading it (``cat-file --batch-check``)."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        out = self.run_bytes("cat-file", "--batch-check", input=("\n".join(wanted) + "\n").encode())
+        sizes: dict[str, int] = {}
+        for sha, line in zip(wanted, out.decode().splitlines(), strict=True):
+            if line.endswith(" missing"):
+                raise GitError(f"object {sha} is missing from {self.path}")
+            sizes[sha] = int(line.split(" ")[2])
+        return sizes
+
     def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
         """Return the contents of the given blob ids, read in one ``cat-file --batch``."""
         wanted = list(dict.fromkeys(shas))

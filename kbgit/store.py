@@ -22,6 +22,7 @@ from .embeddings import Embedder, load_embedder
 from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
 from .format.checks import SegmentCache
 from .format.ledger import Ledger
+from .format.limits import Limits
 from .format.signatures import Signature, new_commits, require_signed
 from .format.snapshot import Hit, Snapshot, load_snapshot
 from .format.trailers import Trailers
@@ -174,12 +175,12 @@ class KnowledgeStore:
                 f"{self.root} has no commits yet",
                 hint=f"ingest documents first: kbgit ingest {self.root} DOCS",
             )
-        return load_snapshot(self.repo, rev, cache=self._cache)
+        return load_snapshot(self.repo, rev, cache=self._cache, limits=Limits.of(self.config))
 
     def verify(self, rev: str = "HEAD") -> Snapshot:
         """Check every file of ``rev`` against its manifest and ledger; raise IntegrityError."""
         self.signature(rev)
-        return load_snapshot(self.repo, rev, cache=SegmentCache())
+        return load_snapshot(self.repo, rev, cache=SegmentCache(), limits=Limits.of(self.config))
 
     def signature(self, rev: str = "HEAD") -> Signature | None:
         """Return who signed ``rev`` (None without ``allowed_signers``); raise SignatureError."""
@@ -360,7 +361,8 @@ class KnowledgeStore:
                 require_signed(
                     self.repo, new_commits(self.repo, hub_head, head), self.config.allowed_signers
                 )
-            load_snapshot(self.repo, hub_head, cache=self._cache)  # refuse a bad commit
+            # refuse a bad commit
+            load_snapshot(self.repo, hub_head, cache=self._cache, limits=Limits.of(self.config))
             self.repo.run("merge", "--ff-only", "--quiet", hub_head)
             return hub_head
 

@@ -199,6 +199,8 @@ class Writer:
         except GitError as exc:
             declined = "hook declined" in exc.stderr
             undone = self._settle_after_refusal(declined)
+            if undone is None and not declined and not any(m in exc.stderr for m in _MOVED):
+                raise _push_failed(exc.stderr) from exc  # a full disk, permissions, ...
             raise HubMovedError(
                 f"the hub refused the push: {exc.stderr}",
                 stderr=exc.stderr,
@@ -344,6 +346,24 @@ class Transaction:
     def push(self) -> bool:
         """Push the new HEAD to the hub; return whether anything was pushed."""
         return self.writer.push()
+
+
+#: what git says when the hub has moved on (another writer pushed first)
+_MOVED = ("non-fast-forward", "fetch first", "[rejected]")
+
+
+def _push_failed(stderr: str) -> GitError:
+    """Return the error for a push the hub could not take although it did not move.
+
+    A full disk, permissions or an unreachable hub: the commit stays and the next ingest
+    pushes it. Rejoining would set the pending commit aside, so the hint never says so.
+    """
+    return GitError(
+        f"the push to the hub failed: {stderr}",
+        stderr=stderr,
+        hint="the commit is kept locally and the next ingest pushes it: fix what git "
+        "reports on the hub (disk space, permissions, reachability), then run kbgit ingest again",
+    )
 
 
 def _moved_hint(root: Path, behind_only: bool) -> str:

@@ -20,6 +20,7 @@ from waitress import wasyncore
 
 from kbgit.config import CONFIG_NAME, ServeConfig, StoreConfig
 from kbgit.errors import ConfigError, KbgitError
+from kbgit.format.limits import Limits
 from kbgit.models import ModelAllowList
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
@@ -84,6 +85,7 @@ class Server:
                     spec.path,
                     embedders=self.services.embedders,
                     manage_gc=True,
+                    limits=Limits.of(config),
                     allowed_signers=config.allowed_signers,
                 )
             )

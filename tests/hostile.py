@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kbgit.format.ledger import DocEntry
+from kbgit.format.shards import encode_shard, shard_key, shard_path
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService
 
@@ -98,12 +100,14 @@ def forge(
     git(repo, "read-tree", "HEAD")
     for path, (mode, content) in entries.items():
         git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{blob(repo, content)},{path}")
-    led, man = head_json(repo, "ledger.json"), head_json(repo, "manifest.json")
+    root, man = head_json(repo, "ledger.json"), head_json(repo, "manifest.json")
+    led = _logical_ledger(repo, root)
     if ledger:
         ledger(led)
     if manifest:
         manifest(man)
-    files = dict(zip(("ledger.json", "manifest.json"), seal(led, man), strict=True))
+    files = _ledger_files(repo, root, led)
+    files["ledger.json"], files["manifest.json"] = seal(files["ledger.json"], man)
     files.update(raw or {})
     for path, data in files.items():
         git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob(repo, data)},{path}")
@@ -111,6 +115,39 @@ def forge(
     commit = git(repo, "commit-tree", tree, "-p", "HEAD", "-m", message)
     git(repo, "update-ref", "HEAD", commit)
     return commit
+
+
+def _logical_ledger(repo: Path, root: dict[str, Any]) -> dict[str, Any]:
+    """Return the ledger as one dict with every document (format 1, or format 2's shards)."""
+    if root["format"] == 1:
+        return root
+    docs: dict[str, Any] = {}
+    for key in root["shards"]:
+        docs.update(json.loads(git(repo, "cat-file", "blob", f"HEAD:{shard_path(key)}")))
+    return {"model": root["model"], "chunking": root["chunking"], "documents": docs}
+
+
+def _ledger_files(repo: Path, root: dict[str, Any], led: dict[str, Any]) -> dict[str, bytes]:
+    """Serialize an edited logical ledger in the store's format (format 2: re-sharded)."""
+    if root["format"] == 1:
+        return {"ledger.json": dumps(led)}
+    width, groups = root["shard_hex"], {}
+    for path, doc in led["documents"].items():
+        groups.setdefault(shard_key(path, width), {})[path] = DocEntry.from_json(doc)
+    files, claims = {}, {}
+    for key, docs in groups.items():
+        raw = encode_shard(docs)
+        files[shard_path(key)] = raw
+        chunks = sum(len(d.chunks) for d in docs.values())
+        claims[key] = {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw),
+                       "documents": len(docs), "chunks": chunks}  # fmt: skip
+    for key in set(root["shards"]) - set(groups):
+        git(repo, "update-index", "--force-remove", shard_path(key))
+    new_root = dict(root, model=led["model"], chunking=led["chunking"], shards=claims)
+    new_root["documents"] = sum(c["documents"] for c in claims.values())
+    new_root["chunks"] = sum(c["chunks"] for c in claims.values())
+    files["ledger.json"] = dumps(new_root)
+    return files
 
 
 def doc_entry(content: bytes, segment: str, loader: str = "text") -> dict[str, Any]:

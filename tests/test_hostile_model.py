@@ -27,7 +27,7 @@ from kbgit.serving.follower import REFUSED, UPDATED
 from kbgit.serving.service import EmbedderPool
 
 from . import hostile
-from .serve_helpers import get, start_server, wait_until
+from .serve_helpers import auth, get, start_server, wait_until
 
 
 def _name_model(model_id: str) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def test_a_model_this_host_does_not_allow_is_a_visible_refusal(
     try:
 
         def served_and_refused() -> dict[str, Any] | None:
-            body = get(f"{srv.url}/health").json()
+            body = get(f"{srv.url}/health", headers=auth()).json()
             return body if body["head"]["commit"] and body["refused"] else None
 
         body = wait_until(served_and_refused, timeout=30)

@@ -15,6 +15,7 @@ from ..gitrepo import GitRepo
 from ..models import check_model_id
 from . import jsonio
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
+from .limits import DEFAULT_LIMITS, Limits, check_capped, check_claims, read_claimed
 from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef, sha256
 from .shards import SHARD_DIR, ShardCache, read_ledger
 from .tree import plain_files
@@ -90,9 +91,12 @@ def segment_claims(ref: SegmentRef) -> tuple:
 
 
 def read_tree(
-    repo: GitRepo, commit: str, shards: ShardCache | None = None
+    repo: GitRepo,
+    commit: str,
+    shards: ShardCache | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
-    """Read a commit's tree, ledger (format 1 or 2) and manifest; refuse pickle files."""
+    """Read a commit's tree, ledger (format 1 or 2) and manifest; refuse pickles, big files."""
     tree = plain_files(repo.tree_entries(commit))
     for path in tree:
         if path.lower().endswith(FORBIDDEN_SUFFIXES):
@@ -100,8 +104,15 @@ def read_tree(
     for required in (LEDGER_PATH, MANIFEST_PATH):
         if required not in tree:
             raise IntegrityError(f"commit {commit[:12]} has no {required}: not a kbgit store")
+    ledger_files = {
+        p: b
+        for p, b in tree.items()
+        if p in (LEDGER_PATH, MANIFEST_PATH) or p.startswith("ledger/")
+    }
+    check_capped(repo, ledger_files, limits.max_index_file_bytes)  # before reading any
     ledger, ledger_raw = read_ledger(repo, tree, shards)
     manifest = Manifest.from_bytes(repo.read_blobs([tree[MANIFEST_PATH]])[tree[MANIFEST_PATH]])
+    check_claims(ledger, manifest, limits)
     return tree, ledger, manifest, ledger_raw
 
 
@@ -152,7 +163,10 @@ def load_segments(
     """Verify and decode the segments not in ``cache``; return all and their keys."""
     keys = {s.name: (tree[s.faiss.path], tree[s.rows.path]) for s in manifest.segments}
     missing = [s for s in manifest.segments if cache.get(keys[s.name]) is None]
-    blobs = repo.read_blobs([b for s in missing for b in keys[s.name]])
+    blobs = read_claimed(
+        repo,
+        {tree[ref.path]: (ref.path, ref.size) for s in missing for ref in (s.faiss, s.rows)},
+    )
     for seg in missing:
         faiss_raw, rows_raw = (blobs[b] for b in keys[seg.name])
         check_blob(seg.faiss.path, seg.faiss.sha256, seg.faiss.size, faiss_raw)
@@ -198,7 +212,7 @@ def load_tombstones(
 ) -> dict[str, set[str]]:
     """Read and check every tombstone file; return the dead ids per segment."""
     refs = [(seg, t) for seg in manifest.segments for t in seg.tombstones]
-    blobs = repo.read_blobs(tree[t.path] for _seg, t in refs)
+    blobs = read_claimed(repo, {tree[t.path]: (t.path, t.size) for _seg, t in refs})
     by_name = {s.name: s for s in segments}
     dead: dict[str, set[str]] = {s.name: set() for s in manifest.segments}
     for seg, t in refs:
@@ -276,7 +290,9 @@ def check_docs(
             raise IntegrityError(
                 f"{DOCS_DIR}/{path}: sha256 mismatch (ledger disagrees with content)"
             )
-    blobs = repo.read_blobs(todo.values())
+    blobs = read_claimed(
+        repo, {b: (f"{DOCS_DIR}/{p}", ledger.documents[p].size) for p, b in todo.items()}
+    )
     for path, blob in todo.items():
         doc = ledger.documents[path]
         check_blob(f"{DOCS_DIR}/{path}", doc.sha256, doc.size, blobs[blob])

@@ -30,6 +30,7 @@ from .checks import (
     read_tree,
 )
 from .ledger import Ledger
+from .limits import DEFAULT_LIMITS, Limits
 from .manifest import Manifest
 from .shards import shard_keys
 from .vector_index import LiveIndex
@@ -107,14 +108,18 @@ class Snapshot:
 
 
 def load_snapshot(
-    repo: GitRepo, rev: str = "HEAD", *, cache: SegmentCache | None = None
+    repo: GitRepo,
+    rev: str = "HEAD",
+    *,
+    cache: SegmentCache | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Snapshot:
     """Verify commit ``rev`` completely and return it as a searchable snapshot."""
     commit = repo.rev_parse(rev)
     if commit is None:
         raise no_such_revision(repo, rev)
     cache = cache if cache is not None else SegmentCache()
-    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, cache.shards)
+    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, cache.shards, limits)
     check_header(ledger, manifest, ledger_raw, tree)
     segments, keys = load_segments(repo, tree, manifest, cache)
     dead = load_tombstones(repo, tree, manifest, segments)

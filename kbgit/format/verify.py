@@ -32,6 +32,7 @@ from .checks import (
     segment_claims,
 )
 from .ledger import DOCS_DIR, Ledger
+from .limits import DEFAULT_LIMITS, Limits, read_claimed
 from .manifest import Manifest, SegmentRef, TombstoneRef
 from .shards import ShardCache
 
@@ -47,14 +48,16 @@ class _Base:
     segments: dict[str, SegmentRef]
 
 
-def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
+def verify_commit(
+    repo: GitRepo, rev: str, *, base: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> None:
     """Verify commit ``rev`` like ``load_snapshot``, trusting files unchanged since ``base``."""
     commit = repo.rev_parse(rev)
     if commit is None:
         raise no_such_revision(repo, rev)
     shards = ShardCache()  # shared with the base: a shard unchanged since it is parsed once
     known = _read_base(repo, base, commit, shards)
-    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, shards)
+    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, shards, limits)
     check_header(ledger, manifest, ledger_raw, tree)
     names = [s.name for s in manifest.segments]
     if len(set(names)) != len(names):  # its rows would be live twice
@@ -134,7 +137,7 @@ def _check_trusted(
 
 def _read_new_tombstones(repo: GitRepo, tree: _Tree, refs: list[TombstoneRef]) -> list[list[str]]:
     """Read and check tombstone files not in base: sha256, size, JSON list, count."""
-    blobs = repo.read_blobs(tree[t.path] for t in refs)
+    blobs = read_claimed(repo, {tree[t.path]: (t.path, t.size) for t in refs})
     out = []
     for t in refs:
         out.append(parse_tombstones(t, blobs[tree[t.path]]))

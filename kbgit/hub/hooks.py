@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 # only the standard library at module level: post-receive runs this file as a script
 if TYPE_CHECKING:
+    from ..format.limits import Limits
     from ..gitrepo import GitRepo
 
 HOOK_NAMES = ("pre-receive", "post-receive")
@@ -170,6 +171,20 @@ def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
     return refusals
 
 
+def hub_limits(repo: GitRepo) -> Limits:
+    """Return the size limits of a hub: git config kbgit.maxDocumentBytes, maxIndexFileBytes."""
+    from ..format.limits import Limits
+
+    def setting(name: str, default: int) -> int:
+        out = repo.run_bytes("config", "--type=int", "--get", f"kbgit.{name}", check=False)
+        return int(out) if out.strip() else default
+
+    return Limits(
+        setting("maxDocumentBytes", Limits.max_document_bytes),
+        setting("maxIndexFileBytes", Limits.max_index_file_bytes),
+    )
+
+
 def _verify_new(repo: GitRepo, up: RefUpdate) -> list[str]:
     """Verify every commit the update adds to the hub, oldest first; stop at the first bad.
 
@@ -189,11 +204,12 @@ def _verify_new(repo: GitRepo, up: RefUpdate) -> list[str]:
     if refused:
         return [f"{up.ref}: {refused}. Nothing was changed on the hub"]
     verified = {up.old} if up.old != ZERO else set()
+    limits = hub_limits(repo)
     for line in lines:
         commit, *parents = line.split()
         base = next((p for p in parents if p in verified), None)
         try:
-            verify_commit(repo, commit, base=base)
+            verify_commit(repo, commit, base=base, limits=limits)
         except (IntegrityError, QueryError, GitError) as exc:
             return [
                 f"{up.ref}: commit {commit[:12]} fails verification: {exc}. "

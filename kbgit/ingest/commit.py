@@ -204,6 +204,7 @@ def run_ingest(
         chunk_overlap=cfg.chunk_overlap,
         count_tokens=embedder.count_tokens,
         progress=progress,
+        max_bytes=cfg.max_document_bytes,
     )
     failed = sorted(problems + failed, key=lambda f: f.path)
     if reembed and ledger is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import DEFAULT_MAX_DOCUMENT_BYTES
 from ..embeddings import Embedder
 from ..errors import DocumentError
 from ..format.ledger import DocEntry, Ledger
@@ -223,14 +224,20 @@ def load_changed(
     chunk_overlap: int,
     count_tokens: Callable[[str], int],
     progress: ProgressFn | None = None,
+    max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
 ) -> tuple[list[LoadedDoc], list[FileReport]]:
-    """Read and chunk every added or updated file; report the ones that fail."""
+    """Read and chunk every added or updated file; report the ones that fail or are too big."""
     todo = plan.added + plan.updated
     loaded: list[LoadedDoc] = []
     failed: list[FileReport] = []
     for n, path in enumerate(todo, start=1):
         try:
             loader_for(path)
+            if files[path].size > max_bytes:
+                raise DocumentError(
+                    f"too large: {files[path].size} bytes, over the limit of {max_bytes} "
+                    "(max_document_bytes)"
+                )
             data = read_regular(files[path].abspath)
             loaded.append(load_bytes(path, data, chunk_size, chunk_overlap, count_tokens))
         except DocumentError as exc:

@@ -258,6 +258,9 @@ class Follower:
             return SyncResult(OK, self.service.commit, None)
         st.diverged = head is not None and not self.repo.is_ancestor(head, upstream)
         if st.diverged:
+            # commits on either side: the hub may even be behind what we serve (restored
+            # from an old backup), and "0 commits of lag" would then read as "in sync"
+            st.lag_commits = self.repo.count_commits(f"{self.service.commit or head}...{upstream}")
             msg = (
                 f"replica at {head[:12]} is not an ancestor of the hub's {upstream[:12]}: "
                 "refusing to reset; re-clone the standby or investigate the hub"

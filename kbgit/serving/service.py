@@ -28,6 +28,7 @@ from ..config import MAX_K
 from ..embeddings import Embedder, load_embedder
 from ..errors import ConfigError, IntegrityError, KbgitError, NotReadyError, QueryError
 from ..format.checks import SegmentCache
+from ..format.limits import Limits
 from ..format.manifest import MANIFEST_PATH, Manifest
 from ..format.signatures import new_commits, require_signed
 from ..format.snapshot import Snapshot, load_snapshot
@@ -214,9 +215,12 @@ class KnowledgeService:
         role: str = "primary",
         upstream: str = "",
         manage_gc: bool = False,
+        limits: Limits | None = None,
         allowed_signers: str = "",
     ) -> None:
         self.name = name
+        #: size limits on what a commit may make this server read (docs, index files)
+        self.limits = limits or Limits()
         #: allowed-signers file; when set, only commits signed by its keys are served
         self.allowed_signers = allowed_signers
         self.path = Path(path)
@@ -266,7 +270,7 @@ class KnowledgeService:
         signer = self._check_signed(rev)
         self._warm_model(rev)
         with gc_paused():
-            snap = load_snapshot(self.repo, rev, cache=self.cache)
+            snap = load_snapshot(self.repo, rev, cache=self.cache, limits=self.limits)
         if verified is not None:
             verified()
         lexical = self.lexical.get(snap)
