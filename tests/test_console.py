@@ -105,10 +105,13 @@ def test_login_session_upload_and_rollback(primary, store) -> None:
     resp = browser.post(
         f"{primary.url}/ui/documents/upload",
         data={"csrf_token": csrf, "folder": "notes"},
-        files={"files": ("tea.md", b"Green tea steeps for two minutes.\n")},
-        timeout=30,
+        files=[
+            ("files", ("tea.md", b"Green tea steeps for two minutes.\n")),
+            ("files", ("big.txt", b"A long page about coffee beans. " * 4000)),  # > max_body
+        ],
+        timeout=60,
     )
-    assert resp.status_code == 200 and "1 added" in resp.text
+    assert resp.status_code == 200 and "2 added" in resp.text
     assert ".uploads/notes/tea.md" in get(f"{primary.url}/documents").text
     preview = browser.get(f"{primary.url}/ui/rollback/{before}", timeout=10)
     assert preview.status_code == 200 and ".uploads/notes/tea.md" in preview.text

@@ -166,6 +166,9 @@ def safe_next(target: str | None) -> str:
 @bp.before_request
 def guard() -> Response | None:
     """Check CSRF on every form post; send anonymous readers to login if reading is private."""
+    if request.endpoint == "console.upload":
+        # set before anything reads the body (the CSRF check does): uploads may be large
+        request.max_content_length = state().config.max_upload
     if request.method == "POST":
         csrf.protect()
     public = request.endpoint in ("console.login", "console.static")

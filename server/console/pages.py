@@ -11,6 +11,7 @@ from flask import Response, abort, current_app, flash, redirect, request, url_fo
 from kbgit.config import MAX_K
 from kbgit.errors import KbgitError, QueryError
 from kbgit.format.snapshot import Snapshot
+from kbgit.history.documents import last_changes
 from kbgit.history.log import RevisionCache, check_rev
 from kbgit.ingest.uploads import UPLOAD_DIR
 from kbgit.serving.service import KnowledgeService
@@ -162,10 +163,10 @@ def document(path: str) -> str:
         for cid in doc.chunks
         if cid in rows
     ]
-    last = svc.repo.run("log", "-1", "--format=%H", snap.commit, "--", f"docs/{path}").strip()
+    last = last_changes(svc.repo, snap.commit, [path]).get(path)
     return page(
         "document.html", svc, path=path, doc=doc, chunks=chunks, commit=snap.commit, rev=rev,
-        last=last or None, can_delete=can_write(svc) and path.startswith(UPLOAD_DIR + "/"),
+        last=last, can_delete=can_write(svc) and path.startswith(UPLOAD_DIR + "/"),
     )  # fmt: skip
 
 
