@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from kbgit.config import ServeConfig
 from kbgit.errors import KbgitError, NotReadyError, QueryError
+from kbgit.gitrepo import redact
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import ServiceRegistry
 
@@ -86,8 +87,8 @@ def _register_errors(app: Flask, state: AppState) -> None:
 
     @app.errorhandler(KbgitError)
     def kbgit_error(exc: KbgitError) -> tuple[Response, int]:
-        logger.error("request failed: %s", exc)
-        return _error(500, str(exc), hint=exc.hint)
+        logger.error("request failed: %s", redact(str(exc)))
+        return _error(500, redact(str(exc)), hint=exc.hint and redact(exc.hint))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -2,8 +2,8 @@
 
 ``forge`` stages tree entries with any mode (``git update-index --add --cacheinfo
 120000,<blob>,docs/x``), reseals ledger.json and manifest.json so every checksum agrees,
-then ``write-tree`` + ``commit-tree`` on top of HEAD. Nothing here imports kbgit: the
-point is what git alone lets a pusher do.
+then ``write-tree`` + ``commit-tree`` on top of HEAD: what git alone lets a pusher do.
+``attacker`` clones a hub with plain git; ``standby`` starts a follower of it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kbgit.serving.follower import Follower
+from kbgit.serving.service import EmbedderPool, KnowledgeService
+
 _ENV = {
     "GIT_AUTHOR_NAME": "eve",
     "GIT_AUTHOR_EMAIL": "eve@example.invalid",
     "GIT_COMMITTER_NAME": "eve",
     "GIT_COMMITTER_EMAIL": "eve@example.invalid",
 }
+
+
+def attacker(hub: Path, path: Path) -> Path:
+    """Clone ``hub`` with plain git into ``path`` (the attacker's working copy)."""
+    subprocess.run(["git", "clone", "-q", str(hub), str(path)], check=True)
+    return path
+
+
+def standby(path: Path, hub: Path, embedders: EmbedderPool | None = None) -> Follower:
+    """Open a standby replica of ``hub`` in ``path`` (drive it with ``sync_once``)."""
+    follower = Follower(KnowledgeService("default", path, embedders=embedders), hub=str(hub))
+    follower.open()
+    return follower
+
+
+def unhook(hub: Path) -> None:
+    """Remove the hub's pre-receive hook (a hub without it: the standby is the last line)."""
+    (hub / "hooks" / "pre-receive").unlink(missing_ok=True)
+
 
 Edit = Callable[[dict[str, Any]], None]
 

@@ -8,7 +8,6 @@ hook, ``kbgit verify`` and every standby, which keeps serving the last good comm
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,31 +18,10 @@ from kbgit.cli import main as cli
 from kbgit.errors import IntegrityError
 from kbgit.gitrepo import GitRepo
 from kbgit.hub import hooks as hub_hooks
-from kbgit.serving.follower import REFUSED, UPDATED, Follower
-from kbgit.serving.service import KnowledgeService
+from kbgit.serving.follower import REFUSED, UPDATED
 
 from . import hostile
 from .conftest import write_docs
-
-
-@pytest.fixture
-def attacker(tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path) -> Path:
-    """A plain git clone of a hub that holds one good kbgit commit."""
-    store.ingest(docs)
-    path = tmp_path / "attacker"
-    subprocess.run(["git", "clone", "-q", str(hub), str(path)], check=True)
-    return path
-
-
-def _standby(tmp_path: Path, hub: Path) -> Follower:
-    follower = Follower(KnowledgeService("default", tmp_path / "replica"), hub=str(hub))
-    follower.open()
-    return follower
-
-
-def _unhook(hub: Path) -> None:
-    (hub / "hooks" / "pre-receive").unlink(missing_ok=True)
-
 
 HOSTILE = {
     "symlink to a file": ("docs/x.txt", "120000", b"/etc/passwd", "symbolic link"),
@@ -55,11 +33,12 @@ HOSTILE = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_non_regular_entries_fail_the_hook_verify_and_the_standby(
-    tmp_path: Path, hub: Path, store: KnowledgeStore, attacker: Path, case: str
+    tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path, case: str
 ) -> None:
     path, mode, content, reason = HOSTILE[case]
-    good = store.repo.head()
-    follower = _standby(tmp_path, hub)
+    good = store.ingest(docs).commit
+    attacker = hostile.attacker(hub, tmp_path / "attacker")
+    follower = hostile.standby(tmp_path / "replica", hub)
     assert follower.sync_once().status == UPDATED
     hub_hooks.install(hub)
     edit = hostile.add_doc(path[len("docs/") :], content) if path.startswith("docs/") else None
@@ -72,7 +51,7 @@ def test_non_regular_entries_fail_the_hook_verify_and_the_standby(
     res = CliRunner().invoke(cli, ["verify", str(attacker)])
     assert res.exit_code == 4 and reason in res.output
 
-    _unhook(hub)  # a hub without the hook: the standby is the last line
+    hostile.unhook(hub)  # a hub without the hook: the standby is the last line
     assert hostile.push(attacker)[0] == 0
     result = follower.sync_once()
     assert result.status == REFUSED and reason in (result.error or "")
@@ -83,9 +62,10 @@ def test_non_regular_entries_fail_the_hook_verify_and_the_standby(
 
 
 def test_a_gitlink_fails_verification(
-    tmp_path: Path, hub: Path, store: KnowledgeStore, attacker: Path
+    tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path
 ) -> None:
-    commit = store.repo.head()
+    commit = store.ingest(docs).commit
+    attacker = hostile.attacker(hub, tmp_path / "attacker")
     assert commit is not None
     hostile.git(attacker, "read-tree", "HEAD")
     hostile.git(attacker, "update-index", "--add", "--cacheinfo", f"160000,{commit},docs/sub")

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,8 +14,9 @@ from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, S
 from ..errors import IntegrityError
 from ..gitrepo import create_hub
 from ..store import KnowledgeStore
-from . import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
+from .app import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
 from .progress import progress_reporter
+from .retrieval import MODE_OPTION, mode_options, options
 
 STORE = click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 
@@ -205,6 +207,8 @@ def status(store: Path, source: Path | None, no_fetch: bool, as_json: bool) -> N
 @click.option("--source", "sources", multiple=True, help="Only documents under this path prefix.")
 @click.option("--score-threshold", type=float, help="Drop hits scoring below this.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+@MODE_OPTION
+@mode_options
 def query(
     store: Path,
     text: str,
@@ -213,13 +217,20 @@ def query(
     sources: tuple[str, ...],
     score_threshold: float | None,
     as_json: bool,
+    mode: str,
+    **kw: Any,
 ) -> None:
-    """Print the chunks closest to TEXT: score, source document, text, commit.
+    """Print the chunks that best answer TEXT: score, source, retrievers' ranks, text, commit.
 
-    Example: kbgit query ./kb "how do I rotate keys" -k 5
+    Example: kbgit query ./kb "what does --no-wait do" -k 5 --mode hybrid
     """
     res = KnowledgeStore(store).query(
-        text, k, rev=rev, source=list(sources) or None, score_threshold=score_threshold
+        text,
+        k,
+        rev=rev,
+        source=list(sources) or None,
+        score_threshold=score_threshold,
+        options=options(mode, **kw),
     )
     if as_json:
         emit_json({"commit": res.commit, "hits": [h.to_json() for h in res.hits]})
@@ -227,7 +238,8 @@ def query(
     click.echo(f"commit {res.commit}")
     for n, hit in enumerate(res.hits, start=1):
         where = hit.source + (f" p.{hit.meta['page']}" if "page" in hit.meta else "")
-        click.echo(f"\n{n}. {hit.score:.4f}  {where}  [{hit.chunk_id[:12]}]")
+        found = " ".join(f"{r}#{rank}" for r, rank in getattr(hit, "retrievers", {}).items())
+        click.echo(f"\n{n}. {hit.score:.4f}  {where}  [{hit.chunk_id[:12]}]  {found}")
         click.echo("   " + hit.text.strip().replace("\n", "\n   "))
     if not res.hits:
         click.echo("no hits")
@@ -239,19 +251,23 @@ def query(
 def verify(store: Path, rev: str) -> None:
     """Check a commit: every checksum, ledger vs manifest vs vectors vs tombstones vs docs.
 
-    Exit code 0 only when everything agrees; 4 names the first mismatch.
+    Exit code 0 only when everything agrees; 4 names the first mismatch. With
+    allowed_signers in kb.toml it also requires, and names, the commit's signer.
 
     Example: kbgit verify ./kb HEAD~3
     """
+    kb = KnowledgeStore(store)
     try:
-        snap = KnowledgeStore(store).verify(rev)
+        snap = kb.verify(rev)
+        sig = kb.signature(rev)
     except IntegrityError as exc:
         click.secho(f"FAILED {rev}: {exc}", fg="red", err=True)
         sys.exit(EXIT_INTEGRITY)
     click.echo(
         f"ok {snap.commit[:12]}: {len(snap.ledger.documents)} documents, "
         f"{snap.vectors} live vectors in {len(snap.manifest.segments)} segments, "
-        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d)"
+        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d); "
+        + (sig.describe() if sig else "signature not checked (no allowed_signers)")
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..embeddings import Embedder
 from ..errors import DocumentError
-from ..format.ledger import LEDGER_PATH, DocEntry, Ledger
+from ..format.ledger import DocEntry, Ledger
 from ..format.manifest import (
     INDEX_DIR,
     MANIFEST_PATH,
@@ -30,6 +30,7 @@ from ..format.manifest import (
     segment_name,
     sha256,
 )
+from ..format.shards import encode_ledger
 from ..format.vector_index import Row
 from .chunking import Chunk, split_sections
 from .documents import load_document, loader_for
@@ -97,6 +98,22 @@ def read_regular(path: Path) -> bytes:
         return fh.read()
 
 
+def printable(rel: str) -> str:
+    """Return a path safe to print and to commit: undecodable bytes shown as \\xNN."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def name_problem(rel: str) -> str | None:
+    """Say why a file name cannot be stored (ledger, git, commit message), or None."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8: rename the file"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in rel):
+        return "file name contains control characters: rename the file"
+    return None
+
+
 def _walk(root: Path) -> tuple[list[Path], list[FileReport]]:
     """List non-hidden files under root; report symbolic links (never followed)."""
     paths: list[Path] = []
@@ -104,7 +121,7 @@ def _walk(root: Path) -> tuple[list[Path], list[FileReport]]:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for d in [d for d in dirnames if (here / d).is_symlink()]:
-            rel = (here / d).relative_to(root).as_posix()
+            rel = printable((here / d).relative_to(root).as_posix())
             links.append(FileReport(rel, "symbolic link to a directory: not followed"))
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink()
@@ -128,18 +145,17 @@ def scan_folder(
     files: dict[str, SourceFile] = {}
     for n, path in enumerate(paths, start=1):
         rel = path.relative_to(root).as_posix()
-        try:
-            if path.is_symlink():
-                raise OSError("symbolic link: not followed")
-            with os.fdopen(open_regular(path), "rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-                size = os.fstat(fh.fileno()).st_size
-            files[rel] = SourceFile(rel, path, digest, size)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            problems.append(
-                FileReport(rel, reason if path.is_symlink() else f"unreadable: {reason}")
-            )
+        skip = name_problem(rel) or ("symbolic link: not followed" if path.is_symlink() else None)
+        if skip:
+            problems.append(FileReport(printable(rel), skip))
+        else:
+            try:
+                with os.fdopen(open_regular(path), "rb") as fh:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                    size = os.fstat(fh.fileno()).st_size
+                files[rel] = SourceFile(rel, path, digest, size)
+            except OSError as exc:
+                problems.append(FileReport(rel, f"unreadable: {exc.strerror or exc}"))
         if progress:
             progress("hash", n, len(paths))
     return files, sorted(problems, key=lambda p: p.path)
@@ -342,12 +358,20 @@ def build_ingest(
         ref, files = new_segment(seg_name, vectors, rows, dim)
         writes.update(files)
         segments.append(ref)
-    new_ledger = Ledger(model_id, dim, dict(chunking), docs)
-    ledger_raw = new_ledger.to_bytes()
-    writes[LEDGER_PATH] = ledger_raw  # serialized once: O(store), the costliest commit step
+    # a store keeps its format until `kbgit migrate`; format 2 writes only changed shards
+    files = encode_ledger(Ledger(model_id, dim, dict(chunking), docs, ledger.format), ledger)
+    writes.update(files.writes)
+    deletes += files.deletes
     live = sum(s.vectors - s.deleted for s in segments)
-    new_manifest = Manifest(generation, model_id, dim, tuple(segments), live, sha256(ledger_raw))
+    new_manifest = Manifest(
+        generation, model_id, dim, tuple(segments), live, sha256(files.root), ledger.format
+    )
     writes[MANIFEST_PATH] = new_manifest.to_bytes()
     return Build(
-        new_ledger, new_manifest, writes, deletes, len(rows), sum(len(v) for v in victims.values())
+        files.ledger,
+        new_manifest,
+        writes,
+        deletes,
+        len(rows),
+        sum(len(v) for v in victims.values()),
     )

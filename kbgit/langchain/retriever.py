@@ -19,28 +19,12 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
-from ..errors import KbgitError, QueryError
+from ..errors import QueryError, RemoteQueryError, ServiceError
 
 #: seconds to wait for the TCP connection; a hung server should fail over fast (nginx: 1 s)
 DEFAULT_CONNECT_TIMEOUT = 3.0
 #: seconds to wait for the answer (query embedding on a busy 2-core box can take a while)
 DEFAULT_READ_TIMEOUT = 30.0
-
-
-class ServiceError(KbgitError):
-    """The query service could not answer: unreachable, timed out, 5xx or a malformed reply."""
-
-    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.status = status
-
-
-class RemoteQueryError(QueryError):
-    """The query service refused the query as asked (a 4xx answer: bad k, filter, token)."""
-
-    def __init__(self, message: str, *, status: int, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.status = status
 
 
 def _server_message(resp: requests.Response) -> str:
@@ -64,6 +48,8 @@ def hits_to_documents(body: Any, url: str) -> list[Document]:
             meta.setdefault("source", hit["source"])
             meta["score"] = float(hit["score"])
             meta["commit"] = commit
+            if "retrievers" in hit:
+                meta["retrievers"] = dict(hit["retrievers"])
             docs.append(Document(id=str(hit["chunk_id"]), page_content=hit["text"], metadata=meta))
         return docs
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -74,8 +60,10 @@ class KbgitHTTPRetriever(BaseRetriever):
     """Retrieve chunks from a kbgit query service (``POST /query``), read-only.
 
     Each Document's ``id`` is the chunk id; its metadata holds the chunk's metadata plus
-    ``source`` (document path), ``score`` (cosine similarity) and ``commit`` (the one
-    commit every hit of that answer came from).
+    ``source`` (document path), ``score`` (the mode's score: cosine, BM25 or fused),
+    ``commit`` (the one commit every hit of that answer came from) and ``retrievers``
+    (the rank each retriever gave it). ``mode`` (dense, lexical, hybrid) and ``alpha``
+    are sent when set; the service's default mode applies otherwise.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -85,6 +73,10 @@ class KbgitHTTPRetriever(BaseRetriever):
     #: keep only documents whose path starts with this prefix (or one of these prefixes)
     source: str | list[str] | None = None
     score_threshold: float | None = None
+    #: dense, lexical or hybrid (None: the service's default)
+    mode: str | None = None
+    #: weight of dense in hybrid mode (None: the service's default)
+    alpha: float | None = None
     #: sent as ``Authorization: Bearer <token>`` when set
     token: SecretStr | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -94,7 +86,7 @@ class KbgitHTTPRetriever(BaseRetriever):
 
     def _payload(self, query: str, overrides: dict[str, Any]) -> dict[str, Any]:
         overrides.pop("verbose", None)  # LangChain's own invoke() option
-        unknown = set(overrides) - {"k", "source", "score_threshold"}
+        unknown = set(overrides) - {"k", "source", "score_threshold", "mode", "alpha"}
         if unknown:
             raise QueryError(f"unknown search option(s): {', '.join(sorted(unknown))}")
         k = overrides.get("k", self.k)
@@ -105,6 +97,10 @@ class KbgitHTTPRetriever(BaseRetriever):
             payload["filter"] = {"source": source if isinstance(source, str) else list(source)}
         if threshold is not None:
             payload["score_threshold"] = threshold
+        for key in ("mode", "alpha"):
+            value = overrides.get(key, getattr(self, key))
+            if value is not None:
+                payload[key] = value
         return payload
 
     def query(self, query: str, **overrides: Any) -> dict[str, Any]:
