@@ -73,6 +73,15 @@ def test_search_highlights_and_answers_any_revision(primary, store, tmp_path) ->
     assert get(f"{primary.url}/ui/search", params={"q": "x", "k": "0"}).status_code == 400
     none = get(f"{primary.url}/ui/search", params={"q": "espresso", "min_score": "2"}).text
     assert "No hits." in none
+    for mode in ("dense", "lexical", "hybrid"):
+        page = get(f"{primary.url}/ui/search", params={"q": "espresso", "mode": mode, "k": 1})
+        assert page.status_code == 200 and "new.md" in page.text
+        assert f"<option selected>{mode}</option>" in page.text
+    lexical_old = get(
+        f"{primary.url}/ui/search", params={"q": "espresso", "mode": "lexical", "rev": first}
+    )
+    assert lexical_old.status_code == 200 and "new.md" not in lexical_old.text
+    assert get(f"{primary.url}/ui/search", params={"q": "x", "mode": "fuzzy"}).status_code == 400
     bad_score = get(f"{primary.url}/ui/search", params={"q": "x", "min_score": "nan"})
     assert bad_score.status_code == 400 and "min score" in bad_score.text
 
