@@ -1,4 +1,6 @@
-"""The web console at ``/ui/``: search, documents, history, status, on every server.
+"""The console's blueprint: session, CSRF, security headers, login, shared page helpers.
+
+The web console at ``/ui/``: search, documents, history, status, on every server.
 
 Server-rendered with Jinja and no script at all, so every page works without
 JavaScript. Reading is public unless ``ui_public = false``; writing (upload, delete,
@@ -6,15 +8,11 @@ rollback) needs a login with the admin token, which opens a signed session cooki
 (HttpOnly, SameSite=Strict). Every form carries a CSRF token (Flask-WTF), and every
 page is sent with a strict Content-Security-Policy and anti-framing headers.
 
->>> app.register_blueprint(console.bp)          # doctest: +SKIP  (create_app does this)
+(:func:`server.console.init_app` registers it; the pages live in ``pages`` and ``timeline``.)
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
-import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +38,6 @@ from kbgit.serving.service import KnowledgeService
 
 from ..auth import token_matches
 from ..state import AppState
-from . import text
 
 bp = Blueprint(
     "console",
@@ -68,38 +65,12 @@ SECURITY_HEADERS = {
 }
 
 
-class _Sessions(SecureCookieSessionInterface):
+class Sessions(SecureCookieSessionInterface):
     """Signed-cookie sessions whose cookie is Secure whenever the request came over HTTPS."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         """Mark the cookie Secure on HTTPS requests (behind a TLS proxy too)."""
         return request.is_secure or super().get_cookie_secure(app)
-
-
-def init_app(app: Flask, state: AppState) -> None:
-    """Register the console on ``app``: session key, CSRF, template filters, blueprint."""
-    token = state.config.token
-    # derived from the token: every node sharing the token accepts the session, and a
-    # new token logs everyone out; without a token there is no login at all
-    app.secret_key = (
-        hmac.new(token.encode(), b"kbgit-console-session", hashlib.sha256).digest()
-        if token
-        else secrets.token_bytes(32)
-    )
-    app.config.update(
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        SESSION_COOKIE_NAME="kbgit_session",
-        PERMANENT_SESSION_LIFETIME=datetime.timedelta(hours=SESSION_HOURS),
-        # the JSON API authenticates with a bearer token, not a cookie: only the
-        # console's forms need CSRF tokens (checked in the blueprint's before_request)
-        WTF_CSRF_CHECK_DEFAULT=False,
-        WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
-    )
-    app.session_interface = _Sessions()
-    csrf.init_app(app)
-    app.jinja_env.filters.update(highlight=text.highlight, when=text.when, filesize=text.filesize)
-    app.register_blueprint(bp)
 
 
 def state() -> AppState:
@@ -164,6 +135,9 @@ def safe_next(target: str | None) -> str:
 @bp.before_request
 def guard() -> Response | None:
     """Check CSRF on every form post; send anonymous readers to login if reading is private."""
+    if request.endpoint == "console.upload":
+        # set before anything reads the body (the CSRF check does): uploads may be large
+        request.max_content_length = state().config.max_upload
     if request.method == "POST":
         csrf.protect()
     public = request.endpoint in ("console.login", "console.static")
