@@ -25,10 +25,9 @@ logger = logging.getLogger(__name__)
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FAKE_PREFIX = "fake:"
-LOCAL_PREFIX = "local:"
-#: directories (``:``-separated) where a server looks up ``local:<name>`` models; a
-#: commit only ever names a model, the serving machine decides where it lives
-MODEL_DIRS_ENV = "KBGIT_MODEL_DIRS"
+#: embedding backends a model id may name after "+" (``all-MiniLM-L6-v2+<backend>``);
+#: torch, the default, has no suffix. kbgit/models.py allows exactly these.
+BACKEND_SUFFIXES: frozenset[str] = frozenset()
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -196,27 +195,11 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-def _local_model_dir(name: str) -> str:
-    """Return the directory of model ``local:<name>`` under $KBGIT_MODEL_DIRS."""
-    dirs = [d for d in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if d]
-    if name and "/" not in name and name not in (".", ".."):
-        for base in dirs:
-            path = os.path.join(base, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                return path
-    raise ConfigError(
-        f"model local:{name} is not in any directory of ${MODEL_DIRS_ENV}",
-        hint=f"copy the model directory to this machine and set {MODEL_DIRS_ENV} to its parent",
-    )
-
-
 def load_embedder(model: str, *, batch_size: int = 32, threads: int | None = None) -> Embedder:
     """Return the embedder for a ``model`` setting or a ledger's model id.
 
-    Accepts ``all-MiniLM-L6-v2`` (or its full id), ``fake:<dim>``, the path of a local
-    sentence-transformers model directory, or the id such a directory is recorded under
-    (``local:<directory name>``), looked up in ``$KBGIT_MODEL_DIRS``. Nothing is ever
-    downloaded.
+    Accepts ``all-MiniLM-L6-v2`` (or its full id), ``fake:<dim>``, or the path of a local
+    sentence-transformers model directory. Nothing is ever downloaded.
     """
     if model.startswith(FAKE_PREFIX):
         try:
@@ -225,8 +208,6 @@ def load_embedder(model: str, *, batch_size: int = 32, threads: int | None = Non
             raise ConfigError(f"bad fake model {model!r}: expected fake:<dim>") from exc
     if model in (BUNDLED_MODEL, BUNDLED_MODEL_ID):
         return SentenceTransformerEmbedder.bundled(batch_size=batch_size, threads=threads)
-    if model.startswith(LOCAL_PREFIX):
-        model = _local_model_dir(model[len(LOCAL_PREFIX) :])
     if os.path.isdir(model):
         import json
 

