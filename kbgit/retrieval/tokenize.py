@@ -23,7 +23,8 @@ DEFAULT_CJK = "jieba"
 
 # a CJK run (Han, kana, Hangul) or a word of 2+ word characters without CJK in it
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_TOKEN = re.compile(rf"([{_CJK}]+)|((?:(?![{_CJK}])\w){{2,}})")
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W{_CJK}]{{2,}}")
+_IS_CJK = re.compile(rf"[{_CJK}]")
 
 #: function words that carry no topic in Chinese questions (jieba emits them as tokens)
 _CJK_STOP = frozenset(
@@ -97,9 +98,9 @@ def tokenize(text: str, *, cjk: str = DEFAULT_CJK) -> list[str]:
     cut = _jieba_words if cjk == "jieba" else _bigrams
     stop = _stopwords()
     out: list[str] = []
-    for run, word in _TOKEN.findall(text.lower()):
-        if run:
-            out.extend(cut(run))
+    for word in _TOKEN.findall(text.lower()):
+        if _IS_CJK.match(word):
+            out.extend(cut(word))
         elif word not in stop:
             out.append(word)
     return out
