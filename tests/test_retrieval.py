@@ -198,3 +198,27 @@ def test_a_new_segment_is_the_only_lexical_work_of_a_swap(store, tmp_path) -> No
     assert svc.lexical.terms.built == 2  # only the new segment; f0's removal is a mask
     assert svc.query("fresh", 1, options=LEX).hits[0].source == "new.md"
     assert svc.query("topic 0", 10, options=LEX).hits[0].source != "f0.md"
+
+
+def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_path) -> None:
+    from kbgit.serving.service import KnowledgeService
+
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha beta", "b.md": "gamma delta"})
+    store.ingest(docs)
+    write_docs(docs, {"c.md": "alpha epsilon"})
+    store.ingest(docs)
+    first = KnowledgeService("t", store.root)
+    first.reload()
+    want = [(h.chunk_id, h.score) for h in first.query("alpha", 5, options=LEX).hits]
+    assert first.lexical.terms.built == 2
+    again = KnowledgeService("t", store.root)  # a restart: nothing tokenized again
+    again.reload()
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (0, 2)
+    assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want
+    cached = sorted((store.root / ".git" / "kbgit-lexical").glob("*.npz"))
+    assert len(cached) == 2
+    cached[0].write_bytes(cached[0].read_bytes()[:-7] + b"garbage")  # fails its checksum
+    third = KnowledgeService("t", store.root)
+    third.reload()
+    assert (third.lexical.terms.built, third.lexical.terms.loaded) == (1, 1)
+    assert [(h.chunk_id, h.score) for h in third.query("alpha", 5, options=LEX).hits] == want

@@ -19,11 +19,13 @@ import dataclasses
 import math
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..format.vector_index import Row
+from .termstore import load_arrays, rows_for, save_terms
 from .tokenize import DEFAULT_CJK, tokenize
 
 K1 = 1.5
@@ -35,7 +37,8 @@ class SegmentTerms:
     """One segment's rows as a term-frequency matrix (rows x terms), immutable."""
 
     ids: tuple[str, ...]
-    rows: tuple[Row, ...]
+    #: the Row of each id (None for a row dead when the matrix was read from disk)
+    rows: tuple[Row | None, ...]
     vocab: dict[str, int]
     tf: sp.csc_matrix
     lengths: np.ndarray
@@ -74,10 +77,13 @@ class SegmentTerms:
 class TermsCache:
     """Per-segment term matrices keyed by (rows sha256, CJK mode); shared by snapshots."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None = None) -> None:
         self._items: dict[tuple[str, str], SegmentTerms] = {}
         self._lock = threading.Lock()
+        #: where matrices persist between restarts (None: memory only)
+        self.directory = directory
         self.built = 0
+        self.loaded = 0
 
     def get(self, key: tuple[str, str], rows: Sequence[Row], live: set[str]) -> SegmentTerms:
         """Return the cached matrix for ``key``, building it from ``rows`` when needed.
@@ -88,13 +94,31 @@ class TermsCache:
         """
         with self._lock:
             terms = self._items.get(key)
-        if terms is not None and len(live) <= len(terms.ids) and live.issubset(terms.ids):
+        if terms is not None and _covers(terms, live):
+            return terms
+        terms = self._from_disk(key, rows)
+        if terms is not None and _covers(terms, live):
+            with self._lock:
+                self._items[key] = terms
+                self.loaded += 1
             return terms
         terms = SegmentTerms.build(rows, cjk=key[1])
         with self._lock:
             self._items[key] = terms
             self.built += 1
+        if self.directory is not None:
+            save_terms(self.directory, key, terms)
         return terms
+
+    def _from_disk(self, key: tuple[str, str], rows: Sequence[Row]) -> SegmentTerms | None:
+        if self.directory is None:
+            return None
+        arrays = load_arrays(self.directory, key)
+        if arrays is None:
+            return None
+        ids = tuple(str(i) for i in arrays["ids"])
+        vocab = {str(t): c for c, t in enumerate(arrays["terms"])}
+        return SegmentTerms(ids, rows_for(ids, rows), vocab, arrays["tf"], arrays["lengths"])
 
     def retain(self, keys: set[tuple[str, str]]) -> None:
         """Forget every matrix not in ``keys``."""
@@ -186,7 +210,13 @@ class LexicalIndex:
 
 
 def _mask(t: SegmentTerms, allowed: Callable[[Row], bool]) -> np.ndarray:
-    return np.fromiter((allowed(r) for r in t.rows), dtype=bool, count=len(t.rows))
+    return np.fromiter(
+        (r is not None and allowed(r) for r in t.rows), dtype=bool, count=len(t.rows)
+    )
+
+
+def _covers(terms: SegmentTerms, live: set[str]) -> bool:
+    return len(live) <= len(terms.ids) and live.issubset(terms.ids)
 
 
 def live_mask(terms: SegmentTerms, live: set[str]) -> np.ndarray:
