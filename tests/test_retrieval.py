@@ -68,6 +68,14 @@ def test_bm25_over_segments_equals_bm25s_over_live_rows(store: KnowledgeStore, t
     assert store.query("delta", 5, options=LEX).hits == []
 
 
+def test_the_stopwords_are_bm25s_english_list() -> None:
+    from bm25s.stopwords import STOPWORDS_EN as WANT
+
+    from kbgit.retrieval.tokenize import STOPWORDS_EN
+
+    assert frozenset(WANT) == STOPWORDS_EN
+
+
 def test_lexical_finds_an_identifier_that_dense_misses(store: KnowledgeStore, tmp_path) -> None:
     store.ingest(write_docs(tmp_path / "d", {"pool/answer.md": POOL_DOC, **DISTRACTORS}))
     question = "What does max_tasks_per_child do in the pool?"

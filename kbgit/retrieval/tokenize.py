@@ -69,11 +69,46 @@ _CJK_STOP = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
+#: bm25s's English stopwords (Lucene's English set), equal to ``bm25s.stopwords.STOPWORDS_EN``
+#: (tests/test_retrieval.py checks); not imported from bm25s at run time because importing
+#: the package costs 2-5 s of server start on a busy box
+STOPWORDS_EN = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "will",
+        "with",
+    ]
+)
 
 
 def _bigrams(run: str) -> list[str]:
@@ -96,7 +131,7 @@ def _jieba_words(run: str) -> list[str]:
 def tokenize(text: str, *, cjk: str = DEFAULT_CJK) -> list[str]:
     """Return the index terms of ``text`` (lower-cased words, stopwords dropped, CJK split)."""
     cut = _jieba_words if cjk == "jieba" else _bigrams
-    stop = _stopwords()
+    stop = STOPWORDS_EN
     out: list[str] = []
     for word in _TOKEN.findall(text.lower()):
         if _IS_CJK.match(word):
