@@ -6,7 +6,7 @@ matrix, so global statistics across segments mean rebuilding the whole index on 
 swap (26.8 s at 100k) and a query scores every document (p50 44 ms); ``tantivy`` keeps
 its own segments with deleted documents still counted in IDF until a merge, and its
 tokenizers cannot take a Chinese segmenter. Here each segment keeps a term-frequency
-matrix (scipy CSC) built once from its verified rows and cached by the sha256 of its
+matrix (CSC layout, numpy) built once from its verified rows and cached by the sha256 of its
 rows file; a commit's :class:`LexicalIndex` only adds a live-row mask per segment, and a
 query computes Lucene BM25 (``bm25s``'s default variant, k1=1.5, b=0.75) with document
 frequency and average length summed over the live rows of every segment, so IDF is
@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..format.vector_index import Row
 from .termstore import load_arrays, rows_for, save_terms
@@ -33,6 +32,27 @@ B = 0.75
 
 
 @dataclasses.dataclass(frozen=True)
+class Postings:
+    """A term-major sparse matrix (CSC layout): rows ``indices[indptr[t]:indptr[t+1]]`` hold
+    term t with frequencies ``data[...]``, row numbers ascending."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @classmethod
+    def count(cls, terms: np.ndarray, docs: np.ndarray, n_docs: int, n_terms: int) -> Postings:
+        """Count (term, doc) occurrences into postings."""
+        keys, counts = np.unique(
+            terms.astype(np.int64) * max(n_docs, 1) + docs.astype(np.int64), return_counts=True
+        )
+        term_of = keys // max(n_docs, 1)
+        indptr = np.zeros(n_terms + 1, dtype=np.int64)
+        np.cumsum(np.bincount(term_of, minlength=n_terms), out=indptr[1:])
+        return cls(indptr, (keys % max(n_docs, 1)).astype(np.int32), counts.astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
 class SegmentTerms:
     """One segment's rows as a term-frequency matrix (rows x terms), immutable."""
 
@@ -40,7 +60,7 @@ class SegmentTerms:
     #: the Row of each id (None for a row dead when the matrix was read from disk)
     rows: tuple[Row | None, ...]
     vocab: dict[str, int]
-    tf: sp.csc_matrix
+    tf: Postings
     lengths: np.ndarray
 
     @classmethod
@@ -55,14 +75,7 @@ class SegmentTerms:
             lengths[i] = len(terms)
             term_idx.extend(vocab.setdefault(t, len(vocab)) for t in terms)
             doc_idx.extend([i] * len(terms))
-        tf = sp.csc_matrix(
-            (
-                np.ones(len(doc_idx), dtype=np.float32),
-                (np.asarray(doc_idx, dtype=np.int32), np.asarray(term_idx, dtype=np.int32)),
-            ),
-            shape=(len(rows), len(vocab)),
-        )
-        tf.sum_duplicates()
+        tf = Postings.count(np.asarray(term_idx), np.asarray(doc_idx), len(rows), len(vocab))
         return cls(tuple(r.id for r in rows), tuple(rows), vocab, tf, lengths)
 
     def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +131,8 @@ class TermsCache:
             return None
         ids = tuple(str(i) for i in arrays["ids"])
         vocab = {str(t): c for c, t in enumerate(arrays["terms"])}
-        return SegmentTerms(ids, rows_for(ids, rows), vocab, arrays["tf"], arrays["lengths"])
+        tf = Postings(arrays["indptr"], arrays["indices"], arrays["data"])
+        return SegmentTerms(ids, rows_for(ids, rows), vocab, tf, arrays["lengths"])
 
     def retain(self, keys: set[tuple[str, str]]) -> None:
         """Forget every matrix not in ``keys``."""

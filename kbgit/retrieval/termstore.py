@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..format.vector_index import Row
 from ..fsio import write_atomic
@@ -70,11 +69,15 @@ def load_arrays(directory: Path, key: tuple[str, str]) -> dict[str, np.ndarray] 
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {f: z[f] for f in _FIELDS}
         n, v = len(arrays["ids"]), len(arrays["terms"])
-        tf = sp.csc_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=(n, v))
+        ok = len(arrays["indptr"]) == v + 1 and len(arrays["lengths"]) == n
+        ptr, idx = arrays["indptr"], arrays["indices"]
+        if not ok or len(idx) != len(arrays["data"]) or (ptr[-1] if v else 0) != len(idx):
+            raise ValueError("inconsistent array sizes")
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError("row number out of range")
     except (OSError, ValueError, KeyError) as exc:
         logger.warning("lexical cache %s unreadable (%s): rebuilding", npz, exc)
         return None
-    arrays["tf"] = tf
     return arrays
 
 
