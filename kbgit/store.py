@@ -110,7 +110,7 @@ class KnowledgeStore:
         self._embedder = embedder
         self._cache = SegmentCache()
         #: lexical indexes of the revisions queried (per-segment terms cached by content)
-        self.lexical = LexicalIndexes()
+        self.lexical = LexicalIndexes.for_store(self.root)
 
     # -- creation ---------------------------------------------------------------------
     @classmethod

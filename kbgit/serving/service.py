@@ -227,7 +227,7 @@ class KnowledgeService:
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
         #: per-segment BM25 terms cached by content; one lexical index per loaded commit
-        self.lexical = LexicalIndexes()
+        self.lexical = LexicalIndexes.for_store(self.path)
         #: how queries that name no mode retrieve
         self.options = HybridOptions()
         #: (commit, score) of the last served commit's own evals/ (None: it has none)
