@@ -30,6 +30,7 @@ from ..errors import KbgitError, NotReadyError, QueryError
 from ..format.checks import SegmentCache
 from ..format.manifest import MANIFEST_PATH, Manifest
 from ..format.snapshot import Snapshot, load_snapshot
+from ..format.verified import VerifiedRecord
 from ..gitrepo import GitRepo
 from ..store import QueryResult
 
@@ -190,6 +191,8 @@ class KnowledgeService:
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
+        #: commits verified on this machine: a restart does not verify them again
+        self.record = VerifiedRecord.open(self.repo)
         self.embedders = embedders or EmbedderPool()
         self.sync = SyncState(role=role, upstream=upstream)
         #: a server process sets this: freeze served snapshots out of the cyclic GC
@@ -227,7 +230,7 @@ class KnowledgeService:
         """
         self._warm_model(rev)
         with gc_paused():
-            snap = load_snapshot(self.repo, rev, cache=self.cache)
+            snap = load_snapshot(self.repo, rev, cache=self.cache, record=self.record)
         if verified is not None:
             verified()
         embedder = self.embedders.get(snap.ledger.model_id)
