@@ -22,6 +22,7 @@ from kbgit.gitrepo import GitRepo
 from kbgit.history.compaction import compact
 from kbgit.history.log import RevisionCache, diff, log, show
 from kbgit.history.rollback import rollback, tag
+from kbgit.serving.failover import promote
 
 from .conftest import FAKE_CONFIG, write_docs
 
@@ -242,6 +243,7 @@ def test_tag_is_pushed_and_rollback_accepts_it_on_another_store(history, hub, tm
     kb, commits, _ = history
     other = standby_of(hub, tmp_path / "other")  # cloned before the tag exists
     res = tag(kb, "before-cleanup", commits[0], message="known good")
+    promote(other.root)  # the writer role moves to `other` (refs/kbgit/writer)
     assert res.pushed and res.commit == commits[0]
     assert GitRepo(hub).rev_parse("before-cleanup") == commits[0]
     assert log(kb.repo)[-1].tags == ["before-cleanup"]

@@ -8,14 +8,16 @@ raises :class:`IntegrityError` naming the first mismatch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 
-from ..errors import IntegrityError, QueryError
+from ..errors import FormatError, IntegrityError, QueryError
 from ..gitrepo import GitRepo
+from ..models import check_model_id
+from . import jsonio
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef, sha256
 from .shards import SHARD_DIR, ShardCache, read_ledger
+from .tree import plain_files
 from .vector_index import Segment, decode_segment
 
 #: extensions that must never appear in a commit: loading them would mean unpickling
@@ -78,6 +80,10 @@ class SegmentCache:
             self.shards.retain(shards)
 
 
+#: eval sets versioned with the documents (kbgit/retrieval/evals.py reads them)
+EVALS_DIR = "evals"
+
+
 def segment_claims(ref: SegmentRef) -> tuple:
     """Return the manifest facts a segment's bytes are verified against."""
     return (ref.faiss.sha256, ref.faiss.size, ref.rows.sha256, ref.rows.size, ref.vectors, ref.dim)
@@ -87,7 +93,7 @@ def read_tree(
     repo: GitRepo, commit: str, shards: ShardCache | None = None
 ) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
     """Read a commit's tree, ledger (format 1 or 2) and manifest; refuse pickle files."""
-    tree = repo.ls_tree(commit)
+    tree = plain_files(repo.tree_entries(commit))
     for path in tree:
         if path.lower().endswith(FORBIDDEN_SUFFIXES):
             raise IntegrityError(f"{path}: pickle files are refused (loading one runs code)")
@@ -114,6 +120,7 @@ def check_header(
             f"manifest model {manifest.model_id}/{manifest.dim} differs from ledger "
             f"{ledger.model_id}/{ledger.dim}"
         )
+    check_model_id(ledger.model_id, ledger.dim)
     paths = [f.path for f in manifest.files()]
     names = [seg.name for seg in manifest.segments]
     if len(set(paths)) != len(paths) or len(set(names)) != len(names):
@@ -186,8 +193,8 @@ def parse_tombstones(ref: TombstoneRef, raw: bytes) -> list[str]:
     """Check a tombstone file against its manifest entry and return its chunk ids."""
     check_blob(ref.path, ref.sha256, ref.size, raw)
     try:
-        ids = json.loads(raw)
-    except ValueError:
+        ids = jsonio.loads(raw, ref.path)
+    except FormatError:
         ids = None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise IntegrityError(f"{ref.path}: not a JSON list of chunk ids")
@@ -286,7 +293,13 @@ def check_docs(
         cache.add_doc(blob, doc.sha256, doc.size)
     # format 2 shards were matched against the ledger root by read_ledger; format 1 has none
     dirs = (prefix, INDEX_DIR + "/") + ((SHARD_DIR + "/",) if ledger.format >= 2 else ())
-    others = [p for p in tree if not p.startswith(dirs) and p not in (LEDGER_PATH, MANIFEST_PATH)]
+    others = [
+        p
+        for p in tree
+        if not p.startswith(dirs)
+        and p not in (LEDGER_PATH, MANIFEST_PATH)
+        and not (p.startswith(EVALS_DIR + "/") and p.endswith(".jsonl"))
+    ]
     if others:
         raise IntegrityError(f"unexpected file in the store: {others[0]}")
     return set(present.values())

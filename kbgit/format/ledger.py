@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError
+from . import jsonio
 
 if TYPE_CHECKING:
     from .shards import Layout
@@ -130,8 +131,8 @@ class Ledger:
 
 def parse_ledger_json(raw: bytes) -> dict[str, Any]:
     """Parse ``ledger.json`` of any format; raise FormatError if this version cannot read it."""
+    data = jsonio.loads(raw, LEDGER_PATH)
     try:
-        data = json.loads(raw)
         fmt = int(data["format"])
     except (ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{LEDGER_PATH} is malformed: {exc!r}") from exc

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
+from . import jsonio
 from .ledger import FORMAT_VERSION, READABLE_FORMATS
 from .vector_index import Row, encode_segment
 
@@ -123,7 +124,7 @@ class Manifest:
     def from_bytes(cls, raw: bytes) -> Manifest:
         """Parse and validate a manifest; raise FormatError if it is not one we can read."""
         try:
-            data = json.loads(raw)
+            data = jsonio.loads(raw, MANIFEST_PATH)
             fmt = int(data["format"])
             if fmt not in READABLE_FORMATS:
                 raise FormatError(

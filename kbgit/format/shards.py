@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import FormatError, IntegrityError
 from ..gitrepo import GitRepo
+from . import jsonio
 from .ledger import LEDGER_PATH, DocEntry, Ledger, parse_ledger_json
 
 SHARD_DIR = "ledger"
@@ -75,8 +76,8 @@ def decode_shard(key: str, width: int, raw: bytes, claim: ShardClaim) -> dict[st
         raise IntegrityError(
             f"{label}: sha256/size differ from {LEDGER_PATH} (shard changed or corrupt)"
         )
+    data = jsonio.loads(raw, label)  # FormatError (an IntegrityError) if too deep
     try:
-        data = json.loads(raw)
         docs = {str(p): DocEntry.from_json(d) for p, d in data.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{label} is malformed: {exc!r}") from exc
