@@ -99,11 +99,22 @@ def forge(
     for path, (mode, content) in entries.items():
         git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{blob(repo, content)},{path}")
     led, man = head_json(repo, "ledger.json"), head_json(repo, "manifest.json")
+    shards = led.get("shards", {}) if led.get("format") == 2 else {}
+    view = dict(led, documents={})
+    for key in shards:  # format 2: the edit sees every document, as in format 1
+        view["documents"].update(head_json(repo, f"ledger/{key}.json"))
+    view = view if shards else led
     if ledger:
-        ledger(led)
+        ledger(view)
     if manifest:
         manifest(man)
-    files = dict(zip(("ledger.json", "manifest.json"), seal(led, man), strict=True))
+    files: dict[str, bytes] = {}
+    if shards:
+        root, files = reshard(view)
+        for key in set(shards) - set(root["shards"]):
+            git(repo, "update-index", "--force-remove", f"ledger/{key}.json")
+        led = root
+    files.update(zip(("ledger.json", "manifest.json"), seal(led, man), strict=True))
     files.update(raw or {})
     for path, data in files.items():
         git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob(repo, data)},{path}")
@@ -111,6 +122,28 @@ def forge(
     commit = git(repo, "commit-tree", tree, "-p", "HEAD", "-m", message)
     git(repo, "update-ref", "HEAD", commit)
     return commit
+
+
+def reshard(view: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Return a format 2 root and shard files holding ``view["documents"]``, checksums sealed."""
+    width = view["shard_hex"]
+    groups: dict[str, dict[str, Any]] = {}
+    for path, entry in view["documents"].items():
+        groups.setdefault(hashlib.sha256(path.encode()).hexdigest()[:width], {})[path] = entry
+    root = {k: v for k, v in view.items() if k != "documents"}
+    root["shards"], files = {}, {}
+    for key, docs in groups.items():
+        raw = dumps(docs)
+        files[f"ledger/{key}.json"] = raw
+        root["shards"][key] = {
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "size": len(raw),
+            "documents": len(docs),
+            "chunks": sum(len(d["chunks"]) for d in docs.values()),
+        }
+    root["documents"] = sum(s["documents"] for s in root["shards"].values())
+    root["chunks"] = sum(s["chunks"] for s in root["shards"].values())
+    return root, files
 
 
 def doc_entry(content: bytes, segment: str, loader: str = "text") -> dict[str, Any]:

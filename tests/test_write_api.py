@@ -12,7 +12,8 @@ import requests
 from kbgit import KnowledgeStore
 from kbgit.config import StoreSpec
 from kbgit.errors import DocumentError
-from kbgit.format.ledger import LEDGER_PATH, Ledger
+from kbgit.format.ledger import Ledger
+from kbgit.format.shards import read_ledger_at
 from kbgit.ingest.uploads import UPLOAD_DIR, check_name, upload_path, write_uploads
 
 from .conftest import write_docs
@@ -38,9 +39,9 @@ def upload(url: str, files: dict[str, bytes], token: str = TOKEN, **form: str) -
 
 
 def ledger(store: KnowledgeStore) -> Ledger:
-    raw = store.repo.read_file("HEAD", LEDGER_PATH)
-    assert raw is not None
-    return Ledger.from_bytes(raw)
+    led = read_ledger_at(store.repo, "HEAD")
+    assert led is not None
+    return led
 
 
 def test_upload_commits_pushes_and_is_served(primary, store: KnowledgeStore, hub: Path) -> None:
