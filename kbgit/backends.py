@@ -20,13 +20,8 @@ from .errors import ConfigError
 TORCH = "torch"
 #: every backend name, in the order `kbgit init --help` and errors list them
 BACKENDS: tuple[str, ...] = (TORCH, "onnx", "onnx-int8", "openvino", "openvino-int8")
-#: what a model id may end with (the model-id allow-list accepts exactly these)
-BACKEND_SUFFIXES: tuple[str, ...] = tuple(f"+{b}" for b in BACKENDS if b != TORCH)
-
-
-def backend_suffixes() -> tuple[str, ...]:
-    """Return the suffixes a model id may carry, one per non-torch backend."""
-    return BACKEND_SUFFIXES
+#: what a model id may name after "+" (kbgit/models.py allows exactly these)
+BACKEND_SUFFIXES: frozenset[str] = frozenset(b for b in BACKENDS if b != TORCH)
 
 
 def check_backend(name: str) -> str:
