@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from kbgit import KnowledgeStore, StoreConfig, create_hub  # noqa: E402
 from kbgit.embeddings import BUNDLED_MODEL_ID, FakeEmbedder  # noqa: E402
+from tests.integration.procs import KbgitProc  # noqa: E402
 
 CACHE = Path(os.environ.get("KBGIT_BENCH_CACHE", "/tmp/kbgit-bench-serve"))
 _WORDS_TEXT = (
@@ -106,69 +102,11 @@ def open_store(kb: Path, kind: str) -> KnowledgeStore:
     return KnowledgeStore(kb, embedder=LabelledHashEmbedder(384, model_id(kind)))
 
 
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProc:
-    """A ``kbgit serve`` / ``kbgit standby`` process on 127.0.0.1."""
+class ServerProc(KbgitProc):
+    """A ``kbgit serve`` / ``kbgit standby`` process on 127.0.0.1 (quiet log, bench token)."""
 
     def __init__(self, args: list[str], log: Path, token: str = "bench") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = token
-        env = {**os.environ, "KBGIT_TOKEN": token, "OMP_WAIT_POLICY": "PASSIVE"}
-        self.started = time.perf_counter()
-        self.log = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kbgit", *args, "--bind", f"127.0.0.1:{self.port}"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        """Wait for /ready 200; return seconds since the process was started."""
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
-            try:
-                if requests.get(self.url + "/ready", timeout=1).status_code == 200:
-                    return time.perf_counter() - self.started
-            except requests.RequestException:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("server not ready in time")
-
-    def head(self) -> str | None:
-        """Return the commit the server answers from."""
-        return requests.get(self.url + "/health", timeout=5).json()["head"]["commit"]
-
-    def sync(self) -> dict:
-        """Run one sync now and return its result."""
-        r = requests.post(
-            self.url + "/admin/sync?wait=1",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=60,
-        )
-        return next(iter(r.json()["results"].values()))
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if needed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        super().__init__(args, log, token=token, log_level="warning")
 
 
 def pct(values: list[float], q: float) -> float:

@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--base-files", type=int, default=1500, help="files in the first ingest")
     p.add_argument("--paras", type=int, default=4, help="paragraphs (~1 chunk each) per file")
     p.add_argument("--ingests", type=int, default=50, help="growth ingests after the first")
-    p.add_argument("--pct", type=float, default=1.0, help="new chunks per ingest, % of live")
+    p.add_argument("--pct", type=float, default=1.0, help="new chunks per ingest, %% of live")
     p.add_argument("--embedder", choices=["dense", "fake", "real"], default="dense")
     p.add_argument("--window", type=int, default=10, help="first/last N ingests compared")
     p.add_argument("--size-goal", type=float, default=1.3)

@@ -53,6 +53,10 @@ class StoreConfig:
     branch: str = DEFAULT_BRANCH
     batch_size: int = DEFAULT_BATCH_SIZE
     author: str = DEFAULT_AUTHOR
+    #: SSH private key file; when set, every commit is signed with it (gpg.format=ssh)
+    signing_key: str = ""
+    #: allowed-signers file; when set, verify and pull accept only commits signed by it
+    allowed_signers: str = ""
 
     def __post_init__(self) -> None:
         if self.chunk_size < 8:
@@ -112,10 +116,12 @@ class StoreConfig:
             backend=self.backend,
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
-            hub=self.hub.replace("\\", "\\\\").replace('"', '\\"'),
+            hub=_quote(self.hub),
             branch=self.branch,
             batch_size=self.batch_size,
             author=self.author,
+            signing_key=_quote(self.signing_key),
+            allowed_signers=_quote(self.allowed_signers),
         )
 
 
@@ -145,7 +151,17 @@ branch = "{branch}"
 batch_size = {batch_size}
 # Author and committer of ingest commits.
 author = "{author}"
+# Signed commits (off when empty; see docs/security.md). signing_key: an SSH private key
+# file this store signs every commit with. allowed_signers: a file of keys (ssh-keygen's
+# allowed-signers format) that `kbgit verify` and `kbgit pull` require a signature from.
+signing_key = "{signing_key}"
+allowed_signers = "{allowed_signers}"
 """
+
+
+def _quote(value: str) -> str:
+    """Escape a value for a basic TOML string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _store_table(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,8 +199,21 @@ DEFAULT_MAX_QUERY_CHARS = 4000
 MAX_K = 100
 #: waitress worker threads (each query pins torch and faiss to one thread)
 DEFAULT_THREADS = 8
+#: seconds from a request's first byte until its header must be complete (a client
+#: trickling bytes cannot extend it: waitress's own timeout restarts on every byte)
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: seconds from a request's first byte until header and body must be complete
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: seconds a kept-alive connection may wait for its next request
+DEFAULT_IDLE_TIMEOUT = 30.0
+#: open connections; at the limit a new one closes the oldest idle or incomplete one
+DEFAULT_MAX_CONNECTIONS = 100
+#: open connections from one client address; past it that client's oldest is closed
+DEFAULT_MAX_PER_CLIENT = 50
 #: name of the store when a server hosts only one (the short paths /query, /health)
 DEFAULT_STORE_NAME = "default"
+#: largest upload request (POST /documents, the console's upload form), in bytes
+DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +256,25 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
+    #: local sentence-transformers directories this server may load for a commit naming
+    #: ``local:<directory name>``, separated by ":" (a commit never names a path)
+    models: str = ""
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_per_client: int = DEFAULT_MAX_PER_CLIENT
+    #: allowed-signers file; when set, only commits signed by one of its keys are served
+    allowed_signers: str = ""
     stores: tuple[StoreSpec, ...] = ()
+    #: largest upload request in bytes (the write API and the console's upload form)
+    max_upload: int = DEFAULT_MAX_UPLOAD
+    #: console pages readable without login (false: every page needs the admin token)
+    ui_public: bool = True
+    #: base URLs of the other nodes: the console's fleet view, and where to find the primary
+    peers: tuple[str, ...] = ()
+    #: the primary's base URL, named in a standby's 409 answer to a write ("" = ask peers)
+    primary_url: str = ""
 
     def __post_init__(self) -> None:
         _ = self.host, self.port  # validates bind
@@ -235,9 +282,23 @@ class ServeConfig:
             raise ConfigError("interval and backoff_max must be > 0 (seconds)")
         if self.max_body < 256 or self.max_query_chars < 1 or self.threads < 1:
             raise ConfigError("max_body must be >= 256, max_query_chars and threads >= 1")
+        if min(self.header_timeout, self.request_timeout, self.idle_timeout) <= 0:
+            raise ConfigError("header_timeout, request_timeout and idle_timeout must be > 0")
+        if self.max_connections <= self.threads or self.max_per_client < 1:
+            raise ConfigError("max_connections must exceed threads; max_per_client >= 1")
+        if self.max_upload < self.max_body:
+            raise ConfigError(f"max_upload must be >= max_body ({self.max_body})")
+        for url in (*self.peers, *([self.primary_url] if self.primary_url else [])):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"peer address {url!r} must start with http:// or https://")
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate store names: {names}")
+
+    @property
+    def model_dirs(self) -> list[str]:
+        """Return the local model directories of ``models``."""
+        return [d for d in self.models.split(os.pathsep) if d]
 
     @property
     def host(self) -> str:
@@ -306,7 +367,11 @@ def _typed_values(cls: type, section: str, data: Mapping[str, Any]) -> dict[str,
     values: dict[str, Any] = {}
     for key, raw in data.items():
         field_type = known[key].type
-        want = _TYPES.get(field_type if isinstance(field_type, str) else field_type.__name__, str)
+        type_name = field_type if isinstance(field_type, str) else field_type.__name__
+        if type_name in _PARSERS:
+            values[key] = _PARSERS[type_name](key, raw)
+            continue
+        want = _TYPES.get(type_name, str)
         accepted = (str,) if want is str else (str, int) if want is int else (str, int, float)
         try:
             if isinstance(raw, bool) or not isinstance(raw, accepted):
@@ -315,6 +380,28 @@ def _typed_values(cls: type, section: str, data: Mapping[str, Any]) -> dict[str,
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"setting {key}: expected {want.__name__}, got {raw!r}") from exc
     return values
+
+
+def _bool_setting(key: str, raw: Any) -> bool:
+    """Return a boolean setting from TOML (true/false) or the environment ("true", "0"...)."""
+    if isinstance(raw, bool):
+        return raw
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if isinstance(raw, str) and raw.strip().lower() in words:
+        return words[raw.strip().lower()]
+    raise ConfigError(f"setting {key}: expected true or false, got {raw!r}")
+
+
+def _list_setting(key: str, raw: Any) -> tuple[str, ...]:
+    """Return a list setting from TOML (a list of strings) or the environment ("a,b")."""
+    if isinstance(raw, str):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if isinstance(raw, list | tuple) and all(isinstance(v, str) for v in raw):
+        return tuple(raw)
+    raise ConfigError(f"setting {key}: expected a list of strings, got {raw!r}")
+
+
+_PARSERS = {"bool": _bool_setting, "tuple[str, ...]": _list_setting}
 
 
 def _store_specs(raw: Any) -> tuple[StoreSpec, ...]:

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FAKE_PREFIX = "fake:"
+#: embedding backends a model id may name after "+" (``all-MiniLM-L6-v2+<backend>``);
+#: torch, the default, has no suffix. kbgit/models.py allows exactly these.
+BACKEND_SUFFIXES: frozenset[str] = frozenset()
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

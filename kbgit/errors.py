@@ -2,13 +2,17 @@
 
 KbgitError
 ├── ConfigError        bad or missing settings (kb.toml, environment, arguments)
+│   └── ModelNotAllowedError  a commit names a model this host's settings do not allow
 ├── GitError           a git command failed; carries git's stderr
 │   └── HubMovedError  the hub has commits this store does not have (another writer pushed)
+│       └── FencedError  the hub records another store as the writer (a promotion fenced this one)
 ├── LockedError        another writer holds the store's lock
 ├── IntegrityError     a commit whose files do not match its manifest and ledger
-│   └── FormatError    a store written in a format this version cannot read
+│   ├── FormatError    a store written in a format this version cannot read
+│   └── SignatureError a commit not signed by a key in the allowed signers
 ├── DocumentError      one source file that cannot be read (reported; the others still ingest)
 ├── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
+├── EvalError          an eval set that is malformed, or an eval that cannot run
 ├── NotReadyError      a served store has no verified snapshot loaded yet (HTTP 503)
 └── PickleRefusedError a LangChain index.pkl kbgit will not unpickle (not trusted / not LangChain)
 """
@@ -32,6 +36,10 @@ class ConfigError(KbgitError):
     """Settings that are missing, malformed or contradictory."""
 
 
+class ModelNotAllowedError(ConfigError):
+    """A commit names an embedding model this host's own settings do not allow it to load."""
+
+
 class GitError(KbgitError):
     """A git command failed."""
 
@@ -42,6 +50,10 @@ class GitError(KbgitError):
 
 class HubMovedError(GitError):
     """The hub's branch is not an ancestor of ours: another writer pushed."""
+
+
+class FencedError(HubMovedError):
+    """The hub's writer record (refs/kbgit/writer) names another store: this one must not write."""
 
 
 class LockedError(KbgitError):
@@ -56,8 +68,16 @@ class FormatError(IntegrityError):
     """A store format version this release does not understand."""
 
 
+class SignatureError(IntegrityError):
+    """A commit that is unsigned, or signed by a key not in the allowed signers."""
+
+
 class QueryError(KbgitError):
     """A query that is malformed or asks for something that does not exist."""
+
+
+class EvalError(KbgitError):
+    """An eval set that is malformed, or an eval that cannot run as asked."""
 
 
 class DocumentError(KbgitError):

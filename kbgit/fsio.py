@@ -1,42 +1,114 @@
-"""Crash-safe file writes: temp file + fsync + rename, then fsync the directory."""
+"""Crash-safe file writes that never follow a symbolic link.
+
+Writes are temp file + fsync + rename, then fsync of the directory. Every directory
+between the store's root and the file is opened with ``O_NOFOLLOW`` relative to its
+parent, so a symbolic link in the working tree (``docs/dir -> /elsewhere``) is refused
+instead of written through.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import IntegrityError
+
 TMP_MARK = ".kbgit-tmp-"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _tmp_name(name: str) -> str:
+    # short and unique per file and process: a 255-byte file name still gets a temp name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{TMP_MARK}{os.getpid()}-{digest}"
+
+
+@contextlib.contextmanager
+def _parent_fd(root: Path, parts: tuple[str, ...], *, create: bool) -> Iterator[int]:
+    """Open root/parts[0]/... as a directory fd, refusing symbolic links on the way."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        for n, part in enumerate(parts):
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    where = "/".join(parts[: n + 1])
+                    raise IntegrityError(
+                        f"{root / where} is a symbolic link or not a directory: refusing to "
+                        "write through it",
+                        hint="remove it (kbgit repair resets the working tree to HEAD)",
+                    ) from None
+                raise
+            os.close(fd)
+            fd = nfd
+        yield fd
     finally:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves either the old or the new file."""
+def _split(path: Path, root: Path | None) -> tuple[Path, tuple[str, ...], str]:
+    if root is None:
+        return path.parent, (), path.name
+    rel = path.relative_to(root)
+    return root, rel.parts[:-1], rel.name
+
+
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes, *, root: str | os.PathLike[str] | None = None
+) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves either the old or the new file.
+
+    With ``root``, no directory between ``root`` and ``path`` may be a symbolic link.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    base, parts, name = _split(path, Path(root) if root is not None else None)
+    if root is None:
+        base.mkdir(parents=True, exist_ok=True)
+    with _parent_fd(base, parts, create=True) as dfd:
+        tmp = _tmp_name(name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.fsync(dfd)
 
 
 def remove(path: str | os.PathLike[str], stop: str | os.PathLike[str]) -> None:
-    """Delete a file and every directory above it that became empty, up to ``stop``."""
-    path, stop = Path(path), Path(stop)
-    path.unlink(missing_ok=True)
-    parent = path.parent
-    while parent != stop and stop in parent.parents:
+    """Delete a file and every directory above it that became empty, up to ``stop``.
+
+    No directory between ``stop`` and the file may be a symbolic link.
+    """
+    stop = Path(stop)
+    parts = Path(path).relative_to(stop).parts
+    try:
+        with (
+            _parent_fd(stop, parts[:-1], create=False) as dfd,
+            contextlib.suppress(FileNotFoundError),
+        ):
+            os.unlink(parts[-1], dir_fd=dfd)
+    except FileNotFoundError:
+        return
+    for depth in range(len(parts) - 1, 0, -1):
         try:
-            parent.rmdir()
+            with _parent_fd(stop, parts[: depth - 1], create=False) as dfd:
+                os.rmdir(parts[depth - 1], dir_fd=dfd)
         except OSError:
             break
-        parent = parent.parent

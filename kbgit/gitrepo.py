@@ -10,11 +10,13 @@ a hub's pre-receive quarantine (git passes the object directories in the environ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import re
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import git as gitpython
@@ -28,10 +30,30 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
 
+#: a git credential helper that answers from KBGIT_HUB_USERNAME / KBGIT_HUB_PASSWORD; it
+#: comes after any helper the user configured and stays silent when the variable is unset.
+#: The secret goes from the environment to git through the helper's stdout only: never in
+#: a URL, an argument list, a config file or a log line.
+ENV_CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get && test -n "$KBGIT_HUB_PASSWORD" || exit 0; '
+    'if test -n "$KBGIT_HUB_USERNAME"; then printf "username=%s\\n" "$KBGIT_HUB_USERNAME"; fi; '
+    'printf "password=%s\\n" "$KBGIT_HUB_PASSWORD"; }; f'
+)
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+
+
+def redact(text: str) -> str:
+    """Strip credentials from every URL in ``text`` before it is shown or logged."""
+    return _URL_CREDENTIALS.sub(r"\1", text)
+
 
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(_GIT_ENV)
+    count = int(env.get("GIT_CONFIG_COUNT", "0") or 0)  # keep the caller's own entries
+    env[f"GIT_CONFIG_KEY_{count}"] = "credential.helper"
+    env[f"GIT_CONFIG_VALUE_{count}"] = ENV_CREDENTIAL_HELPER
+    env["GIT_CONFIG_COUNT"] = str(count + 1)
     if extra:
         env.update(extra)
     return env
@@ -57,6 +79,20 @@ def create_hub(path: str | os.PathLike[str], branch: str = "main") -> Path:
     except gitpython.GitCommandError as exc:
         raise GitError(f"cannot create hub at {path}", stderr=str(exc.stderr)) from exc
     return path
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a recursive ``git ls-tree``."""
+
+    path: str
+    #: git's file mode: 100644 file, 100755 executable, 120000 symlink, 160000 gitlink
+    mode: str
+    #: blob, or commit for a gitlink
+    kind: str
+    sha: str
+    #: the path as git stores it (bytes: git does not require UTF-8)
+    raw_path: bytes
 
 
 class GitRepo:
@@ -86,9 +122,11 @@ class GitRepo:
     def clone(cls, url: str, path: str | os.PathLike[str], branch: str, remote: str) -> GitRepo:
         """Clone ``url`` into ``path`` with the remote named ``remote``."""
         try:
-            gitpython.Repo.clone_from(url, path, origin=remote, branch=branch, env=_GIT_ENV).close()
+            gitpython.Repo.clone_from(url, path, origin=remote, branch=branch, env=_env()).close()
         except gitpython.GitCommandError as exc:
-            raise GitError(f"git clone {url} failed", stderr=str(exc.stderr).strip()) from exc
+            stderr = redact(str(exc.stderr).strip())
+            # not chained: GitPython's error repeats the command line, credentials included
+            raise GitError(f"git clone {redact(url)} failed", stderr=stderr) from None
         return cls(path)
 
     def _exec(
@@ -115,8 +153,8 @@ class GitRepo:
         """Run ``git args`` in this repo and return its stdout; raise GitError on failure."""
         proc = self._exec(args, input, env)
         if check and proc.returncode != 0:
-            stderr = proc.stderr.decode("utf-8", "replace").strip()
-            raise GitError(f"git {' '.join(args[:2])} failed: {stderr}", stderr=stderr)
+            stderr = redact(proc.stderr.decode("utf-8", "replace").strip())
+            raise GitError(f"git {redact(' '.join(args[:2]))} failed: {stderr}", stderr=stderr)
         return proc.stdout
 
     def run(
@@ -150,17 +188,23 @@ class GitRepo:
         """Return the committer time of ``rev`` as a Unix timestamp."""
         return int(self.run("show", "-s", "--format=%ct", rev))
 
-    def ls_tree(self, rev: str) -> dict[str, str]:
-        """Map every file path of ``rev``'s tree to its blob id."""
-        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev)
-        entries: dict[str, str] = {}
+    def ls_tree(self, rev: str, paths: Sequence[str] = ()) -> dict[str, str]:
+        """Map every file path of ``rev``'s tree (or only under ``paths``) to its blob id.
+
+        Modes (symlinks, gitlinks) are dropped here: verification reads :meth:`tree_entries`.
+        """
+        return {e.path: e.sha for e in self.tree_entries(rev, paths) if e.kind == "blob"}
+
+    def tree_entries(self, rev: str, paths: Sequence[str] = ()) -> list[TreeEntry]:
+        """Return every entry of ``rev``'s tree (or under ``paths``) with its git mode."""
+        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev, "--", *paths)
+        entries = []
         for item in out.split(b"\0"):
             if not item:
                 continue
-            meta, _, path = item.partition(b"\t")
-            _mode, kind, sha = meta.decode().split(" ")
-            if kind == "blob":
-                entries[path.decode("utf-8", "surrogateescape")] = sha
+            meta, _, raw = item.partition(b"\t")
+            mode, kind, sha = meta.decode().split(" ")
+            entries.append(TreeEntry(raw.decode("utf-8", "surrogateescape"), mode, kind, sha, raw))
         return entries
 
     def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
@@ -239,8 +283,11 @@ class GitRepo:
             self.run("remote", "set-url", name, url)
 
     def fetch(self, remote: str, branch: str) -> str | None:
-        """Fetch ``branch`` from ``remote``; return the remote branch's commit or None."""
-        # a wildcard refspec, so an empty hub is not an error
+        """Fetch ``branch`` (and the hub's writer record) from ``remote``; return the commit.
+
+        Wildcard refspecs, so an empty hub is not an error; the writer record
+        (``refs/kbgit/*``, see fencing.py) comes in the same round trip.
+        """
         self.run(
             "fetch",
             "--quiet",
@@ -248,6 +295,7 @@ class GitRepo:
             "--prune",
             remote,
             f"+refs/heads/*:refs/remotes/{remote}/*",
+            f"+refs/kbgit/*:refs/kbgit/{remote}/*",
         )
         return self.rev_parse(f"refs/remotes/{remote}/{branch}")
 

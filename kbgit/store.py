@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,12 +19,14 @@ import filelock
 
 from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig
 from .embeddings import Embedder, load_embedder
-from .errors import ConfigError, GitError, HubMovedError, KbgitError, QueryError
+from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
 from .format.checks import SegmentCache
 from .format.ledger import Ledger
+from .format.signatures import Signature, new_commits, require_signed
 from .format.snapshot import Hit, Snapshot, load_snapshot
+from .format.trailers import Trailers
 from .fsio import write_atomic
-from .gitrepo import GitRepo, absolute_remote
+from .gitrepo import GitRepo, absolute_remote, redact
 from .ingest.commit import IngestResult, run_ingest
 from .ingest.plan import (
     Plan,
@@ -31,6 +34,17 @@ from .ingest.plan import (
     plan_changes,
     scan_folder,
 )
+from .models import ModelAllowList
+from .retrieval.evals import (
+    EVALS_DIR,
+    Outcome,
+    Question,
+    commit_questions,
+    evaluate,
+    parse_eval_set,
+)
+from .retrieval.fusion import HybridOptions
+from .retrieval.search import LexicalIndexes, search
 from .writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -94,6 +108,8 @@ class KnowledgeStore:
         self.writer = Writer(self.repo, self.config)
         self._embedder = embedder
         self._cache = SegmentCache()
+        #: lexical indexes of the revisions queried (per-segment terms cached by content)
+        self.lexical = LexicalIndexes()
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
@@ -164,12 +180,27 @@ class KnowledgeStore:
 
     def verify(self, rev: str = "HEAD") -> Snapshot:
         """Check every file of ``rev`` against its manifest and ledger; raise IntegrityError."""
+        self.signature(rev)
         return load_snapshot(self.repo, rev, cache=SegmentCache())
+
+    def signature(self, rev: str = "HEAD") -> Signature | None:
+        """Return who signed ``rev`` (None without ``allowed_signers``); raise SignatureError."""
+        if not self.config.allowed_signers:
+            return None
+        commit = self.repo.rev_parse(rev)
+        if commit is None:
+            raise QueryError(f"unknown revision {rev!r}")
+        return require_signed(self.repo, [commit], self.config.allowed_signers)[0]
 
     def _query_embedder(self, snap: Snapshot) -> Embedder:
         if self.embedder.model_id == snap.ledger.model_id:
             return self.embedder
-        return load_embedder(snap.ledger.model_id)
+        return self.embedder_for(snap.ledger.model_id)
+
+    def embedder_for(self, model_id: str) -> Embedder:
+        """Return an embedder for a commit's model id (a name, resolved by local settings)."""
+        setting = ModelAllowList.from_settings([self.config.model]).resolve(model_id)
+        return load_embedder(setting, batch_size=self.config.batch_size)
 
     def query(
         self,
@@ -179,15 +210,75 @@ class KnowledgeStore:
         rev: str = "HEAD",
         source: str | Sequence[str] | None = None,
         score_threshold: float | None = None,
+        options: HybridOptions | None = None,
     ) -> QueryResult:
-        """Return the k chunks closest to ``text`` at revision ``rev``."""
+        """Return the k best chunks for ``text`` at revision ``rev`` (mode per ``options``)."""
         if not text or not text.strip():
             raise QueryError("query text is empty")
+        opts = options or HybridOptions()
         snap = self.snapshot(rev)
-        vector = self._query_embedder(snap).embed([text])[0]
-        return QueryResult(
-            snap.commit, snap.search(vector, k, source=source, score_threshold=score_threshold)
+        hits = search(
+            snap,
+            text,
+            k,
+            opts,
+            embed=lambda t: self._query_embedder(snap).embed([t])[0],
+            lexical=lambda: self.lexical.get(snap),
+            source=source,
+            score_threshold=score_threshold,
         )
+        return QueryResult(snap.commit, list(hits))
+
+    def evaluate(
+        self,
+        questions: Sequence[Question],
+        modes: Sequence[HybridOptions],
+        *,
+        rev: str = "HEAD",
+    ) -> tuple[str, dict[str, list[Outcome]]]:
+        """Ask every question in every mode at ``rev``; return (commit, outcomes per mode)."""
+        snap = self.snapshot(rev)
+        out = {
+            opts.mode: evaluate(
+                snap,
+                questions,
+                opts,
+                embed=lambda t: self._query_embedder(snap).embed([t])[0],
+                lexical=lambda: self.lexical.get(snap),
+            )
+            for opts in modes
+        }
+        return snap.commit, out
+
+    def save_eval_set(self, name: str, data: bytes) -> str:
+        """Commit an eval set as ``evals/<name>.jsonl`` (versioned with the documents)."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+            raise EvalError(f"eval set name {name!r}: use letters, digits, '.', '_' or '-'")
+        questions = parse_eval_set(data, label=name)
+        with self.writer.transaction() as txn:
+            if txn.head is None:
+                raise EvalError(f"{self.root} has no commits yet", hint="ingest documents first")
+            txn.write(f"{EVALS_DIR}/{name}.jsonl", data)
+            commit = txn.commit(
+                f"kbgit eval: save {name} ({len(questions)} questions)",
+                [],
+                Trailers(operation="eval"),
+            )
+            txn.push()
+        return commit
+
+    def eval_sets(self, rev: str = "HEAD") -> list[Question]:
+        """Return the questions of the eval sets committed under ``evals/`` at ``rev``."""
+        commit = self.repo.rev_parse(rev)
+        if commit is None:
+            raise QueryError(f"no such revision: {rev}")
+        out = commit_questions(self.repo, commit)
+        if not out:
+            raise EvalError(
+                f"{rev} has no eval set under {EVALS_DIR}/",
+                hint="name an eval file: kbgit eval STORE EVALS.jsonl",
+            )
+        return out
 
     def status(
         self, source: str | os.PathLike[str] | None = None, *, fetch: bool = True
@@ -226,7 +317,7 @@ class KnowledgeStore:
             len(manifest.segments) if manifest else 0,
             sum(len(s.tombstones) for s in manifest.segments) if manifest else 0,
             ledger.model_id if ledger else None,
-            self.config.hub or None,
+            redact(self.config.hub) or None,
             hub_head,
             ahead,
             behind,
@@ -260,11 +351,16 @@ class KnowledgeStore:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch) if self.config.hub else None
             if hub_head is None:
                 return self.repo.head()
+            self.writer.settle(hub_head)  # a commit whose push the hub refused is undone
             head = self.repo.head()
             if head is not None and not self.repo.is_ancestor(head, hub_head):
                 raise HubMovedError(
                     "cannot fast-forward: this store has commits the hub lacks",
                     hint="push them (kbgit ingest pushes) or re-clone the store",
+                )
+            if self.config.allowed_signers:  # refuse an unsigned commit
+                require_signed(
+                    self.repo, new_commits(self.repo, hub_head, head), self.config.allowed_signers
                 )
             load_snapshot(self.repo, hub_head, cache=self._cache)  # refuse a bad commit
             self.repo.run("merge", "--ff-only", "--quiet", hub_head)
@@ -298,7 +394,7 @@ def _hub_has_history(hub: str, branch: str) -> bool:
         out = GitRepo(".").run("ls-remote", "--heads", hub, branch)
     except GitError as exc:
         raise GitError(
-            f"cannot reach the hub {hub}",
+            f"cannot reach the hub {redact(hub)}",
             stderr=exc.stderr,
             hint="create it first: kbgit hub create PATH",
         ) from exc

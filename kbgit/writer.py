@@ -26,20 +26,24 @@ from pathlib import Path
 import filelock
 
 from .config import HUB_REMOTE, StoreConfig
-from .errors import ConfigError, GitError, HubMovedError, IntegrityError, LockedError
-from .format.checks import SegmentCache
+from .errors import ConfigError, FencedError, GitError, HubMovedError, IntegrityError, LockedError
+from .fencing import ensure_held, push_branch
+from .format.checks import EVALS_DIR, SegmentCache
 from .format.ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .format.manifest import INDEX_DIR, MANIFEST_PATH, Manifest
+from .format.shards import SHARD_DIR, ShardCache, read_ledger_at, shard_keys
+from .format.signatures import check_key, sign_options
 from .format.snapshot import load_snapshot
 from .format.trailers import Trailers, commit_message
 from .fsio import remove, write_atomic
-from .gitrepo import GitRepo
+from .gitrepo import GitRepo, redact
+from .unpushed import clear_pushing, mark_pushing, refused_hint, settle_refused
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "kbgit-writer.lock"
 #: the paths a kbgit commit consists of; repair and commits touch nothing else
-TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, MANIFEST_PATH)
+TRACKED = (DOCS_DIR, INDEX_DIR, LEDGER_PATH, SHARD_DIR, MANIFEST_PATH, EVALS_DIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,8 @@ class Writer:
         self.repo = repo
         self.root = Path(repo.path)
         self.config = config
+        #: ledger shards already read and checked (format 2): a commit re-reads only new ones
+        self.shards = ShardCache()
 
     # -- lock and repair ------------------------------------------------------------------
     def lock(
@@ -137,24 +143,30 @@ class Writer:
         head = self.repo.head()
         if head is None:
             return HeadState(None, None, None)
-        ledger_raw = self.repo.read_file(head, LEDGER_PATH)
         manifest_raw = self.repo.read_file(head, MANIFEST_PATH)
-        if ledger_raw is None or manifest_raw is None:
+        ledger = read_ledger_at(self.repo, head, self.shards) if manifest_raw else None
+        if ledger is None or manifest_raw is None:
             raise ConfigError(f"HEAD of {self.root} is not a kbgit commit")
-        return HeadState(head, Ledger.from_bytes(ledger_raw), Manifest.from_bytes(manifest_raw))
+        self.shards.retain(shard_keys(ledger))
+        return HeadState(head, ledger, Manifest.from_bytes(manifest_raw))
 
-    def check_hub(self) -> str | None:
-        """Fetch the hub; refuse if it has commits we do not (another writer pushed)."""
+    def check_hub(self, *, settle: bool = False) -> str | None:
+        """Fetch the hub; refuse if it has commits we do not (another writer pushed).
+
+        With ``settle``, a HEAD whose push the hub refused is undone first (see :meth:`settle`).
+        """
         if not self.config.hub:
             return None
         try:
             hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch)
         except GitError as exc:
             raise GitError(
-                f"cannot reach the hub {self.config.hub}: {exc.stderr or exc}",
+                f"cannot reach the hub {redact(self.config.hub)}: {exc.stderr or exc}",
                 stderr=exc.stderr,
                 hint="check the hub path/URL in kb.toml; nothing was changed",
             ) from exc
+        if settle:
+            self.settle(hub_head)
         head = self.repo.head()
         if hub_head is not None and (head is None or not self.repo.is_ancestor(hub_head, head)):
             behind_only = head is not None and self.repo.is_ancestor(head, hub_head)
@@ -165,32 +177,61 @@ class Writer:
         return hub_head
 
     def push(self) -> bool:
-        """Push HEAD to the hub if it is ahead; return whether anything was pushed."""
+        """Push HEAD to the hub if it is ahead; return whether anything was pushed.
+
+        A push the hub refuses because it moved (another writer pushed first) or because
+        its pre-receive hook declined leaves the store as it was before the commits the
+        hub lacks: HEAD goes back to the hub's commit and the refused commits are kept
+        under ``refs/kbgit/unpushed/``. Any other failure (hub unreachable, disk full)
+        keeps the commit, and the next transaction pushes it.
+        """
         head = self.repo.head()
         if not self.config.hub or head is None:
             return False
         hub_head = self.repo.remote_head(HUB_REMOTE, self.config.branch)
         if hub_head == head:
             return False
-        try:
-            self.repo.run("push", "--quiet", HUB_REMOTE, f"HEAD:refs/heads/{self.config.branch}")
+        self.mark_pushing()
+        try:  # atomic with the leased writer ref: a fenced store's branch update never lands
+            push_branch(self.repo, HUB_REMOTE, self.config.branch)
+        except FencedError:
+            raise
         except GitError as exc:
+            declined = "hook declined" in exc.stderr
+            undone = self._settle_after_refusal(declined)
             raise HubMovedError(
                 f"the hub refused the push: {exc.stderr}",
                 stderr=exc.stderr,
-                hint=(
-                    "the commit is kept locally; see kbgit status. If a standby was promoted, "
-                    f"rejoin as a standby: kbgit rejoin {self.root}"
-                ),
+                hint=refused_hint(self.root, undone, declined),
             ) from exc
         # the hub accepted exactly HEAD: record it without another round trip
         self.repo.run("update-ref", f"refs/remotes/{HUB_REMOTE}/{self.config.branch}", head)
+        clear_pushing(self.repo)
         return True
 
+    # -- refused pushes (kbgit/unpushed.py) ---------------------------------------------
+    def mark_pushing(self) -> None:
+        """Record that HEAD is being pushed (read by :meth:`settle` after a crash)."""
+        mark_pushing(self.repo)
+
+    def settle(self, hub_head: str | None, *, declined: bool = False) -> str | None:
+        """Undo a pushed-but-refused HEAD (see :func:`kbgit.unpushed.settle_refused`)."""
+        return settle_refused(self.repo, hub_head, declined=declined, repair=self.repair)
+
+    def _settle_after_refusal(self, declined: bool) -> str | None:
+        try:
+            hub_head = self.repo.fetch(HUB_REMOTE, self.config.branch)
+        except GitError:
+            return None  # cannot tell whether the hub moved: keep the commit
+        return self.settle(hub_head, declined=declined)
+
     def author_args(self) -> list[str]:
-        """Return git ``-c`` options naming the configured author."""
+        """Return git ``-c`` options naming the configured author (and signing key)."""
         name, _, email = self.config.author.partition(" <")
-        return ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
+        author = ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
+        if self.config.signing_key:
+            return author + sign_options(check_key(self.config.signing_key))
+        return author
 
     # -- the transaction ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -198,9 +239,17 @@ class Writer:
         self, *, wait: bool = True, on_wait: Callable[[], None] | None = None
     ) -> Iterator[Transaction]:
         """Hold the lock, repair, check the hub and yield HEAD's state for one commit."""
+        if self.config.signing_key:
+            check_key(self.config.signing_key)  # before any work: a missing key is a typo
         with self.lock(wait=wait, on_wait=on_wait):
             self.repair()
-            self.check_hub()
+            try:
+                self.check_hub(settle=True)
+            except HubMovedError:  # fenced by a promotion: say that rather than "moved"
+                ensure_held(self.repo, HUB_REMOTE, fetch=False, take_free=False)
+                raise
+            if self.config.hub:  # refs/kbgit/writer must name this store (or nobody yet)
+                ensure_held(self.repo, HUB_REMOTE, fetch=False)
             yield Transaction(self, self.head_state())
 
 
@@ -244,10 +293,11 @@ class Transaction:
         reset to its parent) if it fails.
         """
         root = self.writer.root
+        self.writer.check_hub()  # under the lock, right before committing: did the hub move?
         for path in self.deletes:
             remove(root / path, root)
         for path, data in self.writes.items():
-            write_atomic(root / path, data)
+            write_atomic(root / path, data, root=root)
         message = commit_message(subject, body, trailers)
         parent = self.repo.head()
         commit = self._commit_tree(message, parent, second_parent)
@@ -268,9 +318,16 @@ class Transaction:
         paths = [p for p in TRACKED if (self.writer.root / p).exists() or p in tracked]
         self.repo.run("add", "--all", "--", *paths)
         author = self.writer.author_args()
+        sign = ["-S"] if self.writer.config.signing_key else []
         if second is None:
             self.repo.run(
-                *author, "commit", "--quiet", "--no-verify", "--file=-", input=message.encode()
+                *author,
+                "commit",
+                *sign,
+                "--quiet",
+                "--no-verify",
+                "--file=-",
+                input=message.encode(),
             )
             head = self.repo.head()
             assert head is not None
@@ -278,7 +335,7 @@ class Transaction:
         assert parent is not None
         tree = self.repo.run("write-tree")
         commit = self.repo.run(
-            *author, "commit-tree", tree, "-p", parent, "-p", second, "-F", "-",
+            *author, "commit-tree", *sign, tree, "-p", parent, "-p", second, "-F", "-",
             input=message.encode(),
         )  # fmt: skip
         self.repo.run("update-ref", "-m", "kbgit", "HEAD", commit, parent)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole topology on 127.0.0.1 from examples/docs, with the real model:
 # hub, primary (kbgit serve), standby (kbgit standby, woken by the hub's hook) and nginx
-# in front of them (the shipped deploy/nginx/kbgit.conf) when nginx is installed.
+# in front of them (the shipped deploy/nginx/kbgit.conf), installed by scripts/system-deps.sh
+# (needs root or sudo the first time; without it the demo runs without nginx).
 #
 # Usage: bash scripts/demo.sh [start|query|status|stop]    (state and logs under ./demo-run)
 #   start  (default) set up the venv, ingest, start everything, print a query through nginx
@@ -16,7 +17,8 @@ NGINX_PORT="${KBGIT_DEMO_NGINX_PORT:-18400}"
 PRIMARY_PORT="${KBGIT_DEMO_PRIMARY_PORT:-18401}"
 STANDBY_PORT="${KBGIT_DEMO_STANDBY_PORT:-18402}"
 QUESTION="${KBGIT_DEMO_QUESTION:-How often are API keys rotated?}"
-NGINX_BIN="$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)"
+find_nginx() { command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true; }
+NGINX_BIN="$(find_nginx)"
 
 alive() {  # alive PID: running and not a zombie waiting to be reaped
   [ -n "$1" ] && kill -0 "$1" 2>/dev/null \
@@ -84,6 +86,12 @@ wait_ready() {  # wait_ready PORT NAME PIDFILE: /ready answers 200 within 180 s
 }
 
 start() {
+  # nginx is what makes failover visible: install it as the test command does (needs root
+  # or sudo the first time; a no-op once installed)
+  if ! bash scripts/system-deps.sh nginx; then
+    echo "could not install nginx (no root or sudo?): the demo runs without failover" >&2
+  fi
+  NGINX_BIN="$(find_nginx)"
   bash scripts/setup.sh
   . .venv/bin/activate
   export OMP_WAIT_POLICY=PASSIVE
@@ -96,10 +104,13 @@ start() {
   [ -d "$RUN/primary/.git" ] || kbgit init "$RUN/primary" --hub "$RUN/hub.git"
   kbgit ingest "$RUN/primary" examples/docs   # idempotent: a rerun skips unchanged files
   kbgit hooks install "$RUN/hub.git" --notify "http://127.0.0.1:$STANDBY_PORT"
-  nohup kbgit --log-level info serve "$RUN/primary" --bind "127.0.0.1:$PRIMARY_PORT" \
+  # each node names the other as a peer: the console's status page shows both commits
+  KBGIT_PEERS="http://127.0.0.1:$STANDBY_PORT" \
+    nohup kbgit --log-level info serve "$RUN/primary" --bind "127.0.0.1:$PRIMARY_PORT" \
     > "$RUN/primary.log" 2>&1 &
   echo $! > "$RUN/primary.pid"
-  nohup kbgit --log-level info standby "$RUN/hub.git" "$RUN/standby" \
+  KBGIT_PEERS="http://127.0.0.1:$PRIMARY_PORT" KBGIT_PRIMARY_URL="http://127.0.0.1:$PRIMARY_PORT" \
+    nohup kbgit --log-level info standby "$RUN/hub.git" "$RUN/standby" \
     --bind "127.0.0.1:$STANDBY_PORT" > "$RUN/standby.log" 2>&1 &
   echo $! > "$RUN/standby.pid"
   wait_ready "$PRIMARY_PORT" primary "$RUN/primary.pid"
@@ -122,6 +133,7 @@ start() {
   echo "  bash scripts/demo.sh query            # still answered, now by the standby"
   echo "  bash scripts/demo.sh start            # everything back (reuses the state)"
   echo "Also: curl '$(entry_url)/query?q=rotate+keys&k=3'   logs: $RUN/*.log"
+  echo "Web console: $(entry_url)/ui/  (log in with the token in $RUN/token to upload or roll back)"
   echo "Stop everything: bash scripts/demo.sh stop"
 }
 

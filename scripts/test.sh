@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install system packages (nginx) and .venv (with test extras), then run the whole test
+# Install system packages (nginx, chromium) and .venv (with test extras), then run the whole test
 # suite: unit, real-model and integration tests (real nginx failover included).
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from kbgit.config import ServeConfig
 from kbgit.errors import KbgitError, NotReadyError, QueryError
+from kbgit.gitrepo import redact
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import ServiceRegistry
 
+from . import console, write_api
 from .api import bp
 from .metrics import AppMetrics
 from .state import ApiError, AppState
@@ -42,6 +45,11 @@ def create_app(
     state = AppState(services, config, AppMetrics(services), dict(followers or {}))
     app.extensions["kbgit"] = state
     app.register_blueprint(bp)
+    app.register_blueprint(write_api.bp)
+    console.init_app(app, state)
+    # behind a proxy that strips a path prefix and names it in X-Forwarded-Prefix, every
+    # console link carries the prefix (the header only shapes the links sent back)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=0, x_host=0, x_prefix=1)  # type: ignore[method-assign]
     _register_errors(app, state)
     return app
 
@@ -53,8 +61,6 @@ def _error(status: int, message: str, **extra: object) -> tuple[Response, int]:
 def _register_errors(app: Flask, state: AppState) -> None:
     @app.after_request
     def count(resp: Response) -> Response:
-        from flask import request
-
         endpoint = (request.url_rule.endpoint if request.url_rule else "unknown").split(".")[-1]
         state.metrics.requests.labels(endpoint, str(resp.status_code)).inc()
         return resp
@@ -68,7 +74,8 @@ def _register_errors(app: Flask, state: AppState) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
-        return _error(400, f"request body larger than {state.config.max_body} bytes")
+        limit = request.max_content_length or state.config.max_body
+        return _error(400, f"request body larger than {limit} bytes")
 
     @app.errorhandler(QueryError)
     def query_error(exc: QueryError) -> tuple[Response, int]:
@@ -80,8 +87,8 @@ def _register_errors(app: Flask, state: AppState) -> None:
 
     @app.errorhandler(KbgitError)
     def kbgit_error(exc: KbgitError) -> tuple[Response, int]:
-        logger.error("request failed: %s", exc)
-        return _error(500, str(exc), hint=exc.hint)
+        logger.error("request failed: %s", redact(str(exc)))
+        return _error(500, redact(str(exc)), hint=exc.hint and redact(exc.hint))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -7,7 +7,6 @@ the short paths (``/query``, ``/health``, ``/ready``, ``/admin/sync``) serve it 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import math
 import threading
 import time
@@ -18,14 +17,19 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kbgit.config import MAX_K
-from kbgit.errors import IntegrityError, QueryError
+from kbgit.errors import FormatError, IntegrityError, QueryError
+from kbgit.format import jsonio
+from kbgit.retrieval.fusion import HybridOptions
 from kbgit.serving.service import KnowledgeService
 
+from .auth import require_token
+from .health_view import public_health
 from .state import AppState, BadRequest, NotFound, Unauthorized
 
 bp = Blueprint("kbgit", __name__)
 
-_QUERY_KEYS = {"query", "k", "filter", "score_threshold"}
+_MODE_KEYS = {"mode", "alpha", "fusion", "rrf_k", "depth"}
+_QUERY_KEYS = {"query", "k", "filter", "score_threshold"} | _MODE_KEYS
 _FILTER_KEYS = {"source"}
 _pinned = threading.local()
 
@@ -73,9 +77,13 @@ def _k(value: Any) -> int:
 def _source(value: Any) -> str | list[str] | None:
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 100:
+    if (
+        isinstance(value, list)
+        and all(isinstance(v, str) for v in value)
+        and 1 <= len(value) <= 100
+    ):
         return value
-    raise BadRequest("filter.source must be a path prefix or a list of at most 100 prefixes")
+    raise BadRequest("filter.source must be a path prefix or a list of 1 to 100 prefixes")
 
 
 def _text(value: Any) -> str:
@@ -87,14 +95,24 @@ def _text(value: Any) -> str:
     return value
 
 
+def _json_body() -> Any:
+    """Return the parsed body; 400 for bad or too deeply nested JSON (never a 500)."""
+    try:
+        return jsonio.loads(request.get_data(cache=True), "request body")
+    except FormatError as exc:
+        raise BadRequest(f'{exc}; send a JSON object like {{"query": "...", "k": 5}}') from None
+
+
 def _parse_post() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
+    body = _json_body()
     if not isinstance(body, dict):
         raise BadRequest('body must be a JSON object like {"query": "...", "k": 5}')
     unknown = sorted(set(body) - _QUERY_KEYS)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}", allowed=sorted(_QUERY_KEYS))
-    filt = body.get("filter") or {}
+    # null or {} means no filter; anything else must be an object ([] and "" are refused)
+    filt = body.get("filter")
+    filt = {} if filt is None else filt
     if not isinstance(filt, dict):
         raise BadRequest('filter must be an object like {"source": "guides/"}')
     bad = sorted(set(filt) - _FILTER_KEYS)
@@ -106,12 +124,31 @@ def _parse_post() -> dict[str, Any]:
         "k": _k(body.get("k", 5)),
         "source": _source(filt.get("source")),
         "score_threshold": None if threshold is None else _number(threshold, "score_threshold"),
+        "options": {key: body[key] for key in _MODE_KEYS if key in body},
     }
+
+
+def _options(given: dict[str, Any], default: HybridOptions) -> HybridOptions:
+    """Return the query's retrieval options (QueryError, hence 400, names a bad value)."""
+    return dataclasses.replace(default, **given)
+
+
+def _get_options(args: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {k: args[k] for k in ("mode", "fusion") if k in args}
+    try:
+        if "alpha" in args:
+            out["alpha"] = float(args["alpha"])
+        for key in ("rrf_k", "depth"):
+            if key in args:
+                out[key] = int(args[key])
+    except ValueError as exc:
+        raise BadRequest("alpha must be a number, rrf_k and depth integers") from exc
+    return out
 
 
 def _parse_get() -> dict[str, Any]:
     args = request.args
-    unknown = sorted(set(args) - {"q", "query", "k", "source", "score_threshold"})
+    unknown = sorted(set(args) - {"q", "query", "k", "source", "score_threshold"} - _MODE_KEYS)
     if unknown:
         raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}")
     try:
@@ -126,6 +163,7 @@ def _parse_get() -> dict[str, Any]:
         "k": _k(k),
         "source": sources or None,
         "score_threshold": None if threshold_f is None else _number(threshold_f, "score_threshold"),
+        "options": _get_options(args),
     }
 
 
@@ -136,9 +174,14 @@ def query(name: str | None = None) -> Response:
     started = time.perf_counter()
     svc = _service(name)
     args = _parse_post() if request.method == "POST" else _parse_get()
+    opts = _options(args["options"], svc.options)
     _pin_threads()
     res = svc.query(
-        args["text"], args["k"], source=args["source"], score_threshold=args["score_threshold"]
+        args["text"],
+        args["k"],
+        source=args["source"],
+        score_threshold=args["score_threshold"],
+        options=opts,
     )
     took = time.perf_counter() - started
     _state().metrics.query_seconds.labels(svc.name).observe(took)
@@ -146,6 +189,7 @@ def query(name: str | None = None) -> Response:
         store=svc.name,
         commit=res.commit,
         took_ms=round(took * 1000, 3),
+        mode=opts.to_json(),
         hits=[h.to_json() for h in res.hits],
     )
 
@@ -154,16 +198,31 @@ def query(name: str | None = None) -> Response:
 @bp.get("/health")
 @bp.get("/kb/<name>/health")
 def health(name: str | None = None) -> tuple[Response, int]:
-    """Report the truth about the served stores; 200 only when they can answer."""
+    """Report the truth about the served stores; 200 only when they can answer.
+
+    Paths and raw error text only with the admin token (server/health_view.py).
+    """
     services = _state().services
     if name is None and services.single is None:
-        stores = services.each(lambda s: s.health())
         ok = services.ready
-        body = {"status": "ok" if ok else "unavailable", "stores": stores}
-        return jsonify(body), 200 if ok else 503
-    svc = _service(name)
-    body = {"status": "ok" if svc.ready else "unavailable", **svc.health()}
-    return jsonify(body), 200 if svc.ready else 503
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "stores": services.each(lambda s: s.health()),
+        }
+    else:
+        svc = _service(name)
+        ok = svc.ready
+        body = {"status": "ok" if ok else "unavailable", **svc.health()}
+    return jsonify(body if _token_given() else public_health(body)), 200 if ok else 503
+
+
+def _token_given() -> bool:
+    """Tell whether the request carries the admin token (details of /health are shown)."""
+    try:
+        require_token()
+    except Unauthorized:
+        return False
+    return True
 
 
 @bp.get("/ready")
@@ -188,18 +247,6 @@ def metrics() -> Response:
 
 
 # -- admin ------------------------------------------------------------------------------
-def _authorize() -> None:
-    token = _state().config.token
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if not token:
-        raise Unauthorized("admin endpoints are disabled: no token configured (KBGIT_TOKEN)")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        value.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
-    ):
-        raise Unauthorized("missing or wrong bearer token")
-
-
 def _targets(name: str | None) -> list[KnowledgeService]:
     return _state().services.services() if name is None else [_service(name)]
 
@@ -208,7 +255,7 @@ def _targets(name: str | None) -> list[KnowledgeService]:
 @bp.post("/kb/<name>/admin/sync")
 def admin_sync(name: str | None = None) -> tuple[Response, int]:
     """Wake the follower now (202); with ?wait=1 run one sync and return its result."""
-    _authorize()
+    require_token()
     state, wait = _state(), request.args.get("wait", "0") not in ("0", "", "false")
     results: dict[str, Any] = {}
     for svc in _targets(name):
@@ -227,7 +274,7 @@ def admin_sync(name: str | None = None) -> tuple[Response, int]:
 @bp.post("/kb/<name>/admin/reload")
 def admin_reload(name: str | None = None) -> tuple[Response, int]:
     """Verify and swap in the local HEAD now; 409 if it fails verification."""
-    _authorize()
+    require_token()
     results: dict[str, Any] = {}
     status = 200
     for svc in _targets(name):

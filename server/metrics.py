@@ -56,6 +56,16 @@ class ServiceCollector(Collector):
             "refused": CounterMetricFamily(
                 "kbgit_refused_commits", "Commits refused by verification", labels=labels
             ),
+            "eval_recall": GaugeMetricFamily(
+                "kbgit_eval_recall",
+                "Recall@k of the served commit's own evals/ questions",
+                labels=[*labels, "mode", "k"],
+            ),
+            "eval_mrr": GaugeMetricFamily(
+                "kbgit_eval_mrr",
+                "MRR@10 of the served commit's own evals/ questions",
+                labels=[*labels, "mode"],
+            ),
         }
         for svc in self.services.services():
             cur, st, name = svc.current, svc.sync, [svc.name]
@@ -68,6 +78,11 @@ class ServiceCollector(Collector):
             fams["reload_s"].add_metric(name, count_value=svc.reloads, sum_value=svc.reload_seconds)
             fams["sync_fail"].add_metric(name, st.sync_failures)
             fams["refused"].add_metric(name, st.refused_total)
+            scored = svc.eval_score
+            if cur is not None and scored is not None and scored[0] == cur.snapshot.commit:
+                sc = scored[1]
+                fams["eval_recall"].add_metric([svc.name, sc.mode, str(sc.k)], sc.recall)
+                fams["eval_mrr"].add_metric([svc.name, sc.mode], sc.mrr)
         yield from fams.values()
 
 

@@ -9,20 +9,23 @@ request; it is pure Python, production-grade, and needs no C build.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import faiss
-from waitress import create_server, wasyncore
+from waitress import wasyncore
 
-from kbgit.config import ServeConfig
+from kbgit.config import CONFIG_NAME, ServeConfig, StoreConfig
 from kbgit.errors import ConfigError, KbgitError
+from kbgit.models import ModelAllowList
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import EmbedderPool, KnowledgeService, ServiceRegistry
 
 from . import create_app
+from .limits import ConnectionLimits, LimitedServer
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ logger = logging.getLogger(__name__)
 PRIMARY_POLL = 1.0
 #: answers up to this size leave in one send() (atomic for a proxy when a process dies)
 RESPONSE_SEND_BYTES = 65536
+#: room for multipart headers above ``max_upload`` before waitress itself refuses a body
+UPLOAD_SLACK = 64 * 1024
 
 
 def pin_threads() -> None:
@@ -39,6 +44,16 @@ def pin_threads() -> None:
     query; torch gets one intra-op thread from the embedder pool.
     """
     faiss.omp_set_num_threads(1)
+
+
+def allowed_models(config: ServeConfig) -> ModelAllowList:
+    """Return the models this server may load: ``models`` and each primary's kb.toml model."""
+    settings = list(config.model_dirs)
+    for spec in config.stores:
+        if not spec.hub and (Path(spec.path) / CONFIG_NAME).is_file():
+            with contextlib.suppress(ConfigError):  # a bad kb.toml: serving needs none
+                settings.append(StoreConfig.load(spec.path).model)
+    return ModelAllowList.from_settings(settings)
 
 
 class Server:
@@ -54,7 +69,8 @@ class Server:
         if not config.stores:
             raise KbgitError("no store to serve", hint="name a store or add [serve.stores.<name>]")
         self.config = config
-        self.services = ServiceRegistry(embedders or EmbedderPool(threads=1))
+        pool = embedders or EmbedderPool(threads=1, models=allowed_models(config))
+        self.services = ServiceRegistry(pool)
         self.followers: dict[str, Follower] = {}
         for spec in config.stores:
             if not spec.hub and not (Path(spec.path) / ".git").is_dir():
@@ -64,7 +80,11 @@ class Server:
                 )
             svc = self.services.add(
                 KnowledgeService(
-                    spec.name, spec.path, embedders=self.services.embedders, manage_gc=True
+                    spec.name,
+                    spec.path,
+                    embedders=self.services.embedders,
+                    manage_gc=True,
+                    allowed_signers=config.allowed_signers,
                 )
             )
             interval = config.interval if spec.hub else min(config.interval, PRIMARY_POLL)
@@ -96,13 +116,23 @@ class Server:
         """Open the listening socket (requests queue until :meth:`serve_forever`)."""
         pin_threads()
         try:
-            self._http = create_server(
+            # waitress, with request deadlines, eviction and a body limit (server/limits.py)
+            self._http = LimitedServer(
                 self.app,
+                # waitress spools bodies up to 1 GiB by default before the app's own size
+                # check runs: cap it just above the largest body the app accepts
+                ConnectionLimits.from_config(
+                    self.config, max_request_body=self.config.max_upload + UPLOAD_SLACK
+                ),
                 host=self.config.host,
                 port=self.config.port,
                 threads=self.config.threads,
                 ident="kbgit",
                 clear_untrusted_proxy_headers=True,
+                # a TLS-terminating nginx on this host says https: the console's session
+                # cookie is then marked Secure (the only use of the header)
+                trusted_proxy="127.0.0.1",
+                trusted_proxy_headers="x-forwarded-proto",
             )
         except OSError as exc:  # port in use, address not on this host, no permission
             raise ConfigError(
@@ -123,7 +153,7 @@ class Server:
                 return
             try:
                 follower.open()
-            except KbgitError as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded in /health; the follower retries
                 logger.error("%s: cannot load the store yet: %s", name, exc)
             follower.start()
         self.preloaded.set()

@@ -84,9 +84,9 @@ def push_raw(store: KnowledgeStore) -> None:
 
 def chunk_ids(store_or_hub: Path, commit: str) -> dict[str, str]:
     """Return {chunk id: source} of a commit's ledger, read with git."""
-    from kbgit.format.ledger import LEDGER_PATH, Ledger
+    from kbgit.format.shards import read_ledger_at
     from kbgit.gitrepo import GitRepo
 
-    raw = GitRepo(store_or_hub).read_file(commit, LEDGER_PATH)
-    assert raw is not None
-    return Ledger.from_bytes(raw).chunk_sources()
+    ledger = read_ledger_at(GitRepo(store_or_hub), commit)
+    assert ledger is not None
+    return ledger.chunk_sources()

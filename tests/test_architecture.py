@@ -17,9 +17,10 @@ PACKAGES = ("kbgit", "server")
 #: lowest first; a module may import its own layer or any lower one, never a higher one
 LAYERS = [
     {"kbgit.errors", "kbgit.fsio"},
-    {"kbgit.config", "kbgit.gitrepo", "kbgit.embeddings"},
+    {"kbgit.config", "kbgit.gitrepo", "kbgit.embeddings", "kbgit.models", "kbgit.fencing"},
     {"kbgit.format"},
-    {"kbgit.writer"},
+    {"kbgit.retrieval"},
+    {"kbgit.writer", "kbgit.unpushed"},
     {"kbgit.ingest"},
     {"kbgit.store", "kbgit.history"},
     {"kbgit.langchain", "kbgit.serving", "kbgit.hub"},

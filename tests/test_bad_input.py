@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from kbgit import KnowledgeStore, StoreConfig, create_hub
 from kbgit.cli import main
-from kbgit.format.ledger import Ledger
+from kbgit.format.shards import read_ledger_at
 from server.run import Server
 
 from .conftest import FAKE_CONFIG, write_docs
@@ -37,9 +37,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> Result:
 
 def documents_of(store: KnowledgeStore) -> set[str]:
     """Return the document paths of the store's HEAD ledger."""
-    raw = store.repo.read_file("HEAD", "ledger.json")
-    assert raw is not None
-    return set(Ledger.from_bytes(raw).documents)
+    ledger = read_ledger_at(store.repo, "HEAD")
+    assert ledger is not None
+    return set(ledger.documents)
 
 
 def assert_clean_failure(result: Result, code: int = 1) -> None:

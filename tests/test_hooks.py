@@ -132,3 +132,37 @@ def test_post_receive_never_fails_or_blocks_a_push(
     assert f"{dead}: cannot notify" in err
     assert f"{hung}: cannot notify (timed out)" in err or f"{hung}: no answer" in err
     assert took < hub_hooks.DEFAULT_NOTIFY_TIMEOUT + 5  # bounded, whatever the standbys do
+
+
+def _old_shims(hub: Path) -> None:
+    """Write the shims the release before the package layout moved installed in hubs."""
+    import kbgit
+
+    script = Path(kbgit.__file__).resolve().parent / "hooks.py"
+    old = "#!/bin/sh\n# kbgit hook shim: the logic lives in kbgit/hooks.py\nexec {py} {target} {name}\n"
+    for name, target in (("pre-receive", "-m kbgit.hooks"), ("post-receive", f'-I "{script}"')):
+        path = hub / "hooks" / name
+        path.write_text(old.format(py=sys.executable, target=target, name=name))
+        path.chmod(0o755)
+
+
+def test_hooks_installed_before_the_layout_moved_still_run(
+    tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path
+) -> None:
+    """Old shims run `-m kbgit.hooks` and `-I .../kbgit/hooks.py`: both still work."""
+    store.ingest(docs)
+    srv = start_server(StoreSpec("default", str(tmp_path / "replica"), hub=str(hub)), interval=60)
+    try:
+        wait_until(lambda: srv.services.ready)
+        hub_hooks.install(hub, notify=[srv.url], token=TOKEN)  # the notify settings
+        _old_shims(hub)
+        write_docs(docs, {"heron.md": "Herons wait motionless in the shallows for fish."})
+        result = store.ingest(docs)
+        assert result.pushed
+        wait_until(lambda: srv.services.single.commit == result.commit, timeout=10)
+        corrupt_commit(store)
+        code, err = _push(store)
+        assert code != 0 and "kbgit: REFUSED refs/heads/main" in err  # old pre-receive shim
+        assert GitRepo(hub).rev_parse("main") == result.commit
+    finally:
+        srv.stop()

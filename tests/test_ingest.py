@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from kbgit import KnowledgeStore, StoreConfig
+from kbgit.errors import FencedError
 from kbgit.gitrepo import GitRepo
+from kbgit.serving.failover import promote
 
 from .conftest import FAKE_CONFIG, write_docs
 
@@ -282,7 +284,13 @@ def test_init_from_a_hub_with_history_clones_it(
     first = store.ingest(docs)
     other = KnowledgeStore.init(tmp_path / "kb2", hub=str(hub), config=FAKE_CONFIG)
     assert other.repo.head() == first.commit
+    with pytest.raises(FencedError) as fenced:  # the hub records `store` as its writer
+        other.ingest(docs)
+    assert "kbgit promote" in (fenced.value.hint or "")
+    assert promote(other.root).changed  # take the writer role over
     assert other.ingest(docs).commit is None  # same content: nothing to do
+    with pytest.raises(FencedError):
+        store.ingest(docs)
 
 
 def test_docx_zip_bomb_style_garbage_is_reported(store: KnowledgeStore, tmp_path: Path) -> None:

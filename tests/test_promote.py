@@ -140,13 +140,13 @@ def test_rejoin_without_unpushed_commits_makes_no_branch(tmp_path, hub, store, d
 
 def test_cli_promote_and_rejoin(tmp_path, hub, store, docs) -> None:
     store.ingest(docs)
+    write_docs(docs, {"local.md": "only on the old primary"})
+    store.ingest(docs, push=False)  # a commit the hub never gets
     _replica(tmp_path, hub)
     runner = CliRunner()
     out = runner.invoke(main, ["promote", str(tmp_path / "replica")])
     assert out.exit_code == 0, out.output
     assert "kbgit serve" in out.output and "nginx" in out.output
-    write_docs(docs, {"local.md": "only on the old primary"})
-    store.ingest(docs, push=False)
     new_docs = write_docs(tmp_path / "new-docs", {"tides.md": "Tides follow the moon."})
     ingest = runner.invoke(main, ["ingest", str(tmp_path / "replica"), str(new_docs)])
     assert ingest.exit_code == 0, ingest.output

@@ -4,6 +4,44 @@ from __future__ import annotations
 
 import kbgit
 
+EXPECTED_ALL = [
+    "ConfigError",
+    "DocumentError",
+    "Embedder",
+    "FakeEmbedder",
+    "FileReport",
+    "FormatError",
+    "GitError",
+    "Hit",
+    "HubMovedError",
+    "IngestResult",
+    "IntegrityError",
+    "KbgitError",
+    "KnowledgeStore",
+    "LockedError",
+    "QueryError",
+    "QueryResult",
+    "SentenceTransformerEmbedder",
+    "Snapshot",
+    "StoreConfig",
+    "StoreStatus",
+    "create_hub",
+    "load_embedder",
+]
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(kbgit.__all__) == EXPECTED_ALL
+
+
+def test_public_import_paths_users_have_keep_working() -> None:
+    from kbgit.langchain import KbgitEmbeddings, KbgitVectorStore
+    from kbgit.retriever import KbgitHTTPRetriever
+
+    assert KbgitVectorStore.__module__ == "kbgit.langchain.vectorstore"
+    assert KbgitHTTPRetriever.__module__ == "kbgit.langchain.retriever"
+    assert KbgitEmbeddings.__doc__
+
 
 def test_all_names_exist_and_are_documented() -> None:
     for name in kbgit.__all__:

@@ -11,6 +11,8 @@ import pytest
 from kbgit import IntegrityError, KnowledgeStore
 from kbgit.format.vector_index import decode_vectors
 
+from .ledger_helpers import LEDGER_MISMATCH, edit_ledger_entry
+
 
 def commit_all(store: KnowledgeStore, message: str = "hand edit") -> None:
     """Commit the working tree with plain git, as an operator (or attacker) might."""
@@ -70,27 +72,17 @@ def test_extra_index_file(ingested: KnowledgeStore) -> None:
 
 
 def test_ledger_mismatch(ingested: KnowledgeStore) -> None:
-    path = ingested.root / "ledger.json"
-    ledger = json.loads(path.read_text())
-    ledger["documents"]["keys.md"]["chunks"].append("0" * 32)
-    path.write_text(json.dumps(ledger, sort_keys=True, indent=1) + "\n")
+    edit_ledger_entry(ingested.root, "keys.md", lambda d: d["chunks"].append("0" * 32))
     commit_all(ingested)
-    with pytest.raises(IntegrityError, match="ledger.json does not match"):
+    with pytest.raises(IntegrityError, match=LEDGER_MISMATCH):
         ingested.verify()
 
 
 def test_ledger_and_manifest_consistent_but_vectors_not(ingested: KnowledgeStore) -> None:
     """Even a forger who fixes the manifest hash is caught by ledger <-> vector checks."""
-    import hashlib
-
-    lpath, mpath = ingested.root / "ledger.json", ingested.root / "manifest.json"
-    ledger = json.loads(lpath.read_text())
-    ledger["documents"]["keys.md"]["chunks"].append("0" * 32)
-    raw = (json.dumps(ledger, sort_keys=True, indent=1) + "\n").encode()
-    lpath.write_bytes(raw)
-    manifest = json.loads(mpath.read_text())
-    manifest["ledger_sha256"] = hashlib.sha256(raw).hexdigest()
-    mpath.write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+    edit_ledger_entry(
+        ingested.root, "keys.md", lambda d: d["chunks"].append("0" * 32), consistent=True
+    )
     commit_all(ingested)
     with pytest.raises(IntegrityError, match="not live in the segment"):
         ingested.verify()
@@ -155,18 +147,13 @@ def test_warm_cache_still_checks_manifest_claims(ingested: KnowledgeStore) -> No
 
 
 def test_warm_cache_still_checks_ledger_document_hashes(ingested: KnowledgeStore) -> None:
-    import hashlib
-
     from kbgit.format.checks import SegmentCache
     from kbgit.format.snapshot import load_snapshot
 
     cache = SegmentCache()
     load_snapshot(ingested.repo, "HEAD", cache=cache)
-    lpath = ingested.root / "ledger.json"
-    _rewrite_json(lpath, lambda d: d["documents"]["guide/vpn.md"].update(sha256="f" * 64))
-    _rewrite_json(
-        ingested.root / "manifest.json",
-        lambda d: d.update(ledger_sha256=hashlib.sha256(lpath.read_bytes()).hexdigest()),
+    edit_ledger_entry(
+        ingested.root, "guide/vpn.md", lambda d: d.update(sha256="f" * 64), consistent=True
     )
     commit_all(ingested)
     with pytest.raises(IntegrityError, match=r"docs/guide/vpn\.md: sha256 mismatch"):

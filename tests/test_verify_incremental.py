@@ -21,6 +21,7 @@ from kbgit.history.rollback import rollback
 from kbgit.hub import hooks as hub_hooks
 
 from .conftest import write_docs
+from .ledger_helpers import LEDGER_MISMATCH, edit_ledger_entry, ledger_entry
 
 
 def commit_all(store: KnowledgeStore, message: str = "hand edit") -> str:
@@ -84,15 +85,13 @@ def _defect(name: str, match: str):
 
 
 def _seg_of(store: KnowledgeStore, doc: str) -> str:
-    return json.loads((store.root / "ledger.json").read_text())["documents"][doc]["segment"]
+    return ledger_entry(store.root, doc)["segment"]
 
 
-def _forge_ledger_consistently(store: KnowledgeStore, edit: Callable[[dict], None]) -> None:
-    raw = rewrite_json(store.root / "ledger.json", edit)
-    rewrite_json(
-        store.root / "manifest.json",
-        lambda m: m.update(ledger_sha256=hashlib.sha256(raw).hexdigest()),
-    )
+def _forge_ledger_consistently(
+    store: KnowledgeStore, doc: str, edit: Callable[[dict], None]
+) -> None:
+    edit_ledger_entry(store.root, doc, edit, consistent=True)
 
 
 def _retombstone_dead_chunk(store: KnowledgeStore) -> None:
@@ -122,20 +121,16 @@ DEFECTS = [
     _defect("extra-index-file", "not in manifest")(
         lambda s, d: (s.root / "index" / "g000009.faiss").write_bytes(b"junk")
     ),
-    _defect("ledger-mismatch", "ledger.json does not match")(
-        lambda s, d: rewrite_json(
-            s.root / "ledger.json", lambda x: x["documents"]["keys.md"]["chunks"].append("0" * 32)
-        )
+    _defect("ledger-mismatch", LEDGER_MISMATCH)(
+        lambda s, d: edit_ledger_entry(s.root, "keys.md", lambda x: x["chunks"].append("0" * 32))
     ),
     _defect("ledger-forged-vectors-not", "not live in the segment")(
         lambda s, d: _forge_ledger_consistently(
-            s, lambda x: x["documents"]["keys.md"]["chunks"].append("0" * 32)
+            s, "keys.md", lambda x: x["chunks"].append("0" * 32)
         )
     ),
     _defect("ledger-drops-live-chunk", "is in no ledger document")(
-        lambda s, d: _forge_ledger_consistently(
-            s, lambda x: x["documents"]["guide/vpn.md"]["chunks"].pop()
-        )
+        lambda s, d: _forge_ledger_consistently(s, "guide/vpn.md", lambda x: x["chunks"].pop())
     ),
     _defect("doc-not-in-ledger", "document not in ledger: docs/sneaky.md")(
         lambda s, d: (s.root / "docs" / "sneaky.md").write_text("injected")
@@ -207,7 +202,7 @@ def test_tombstoning_a_live_chunk_left_in_the_ledger(ingested: KnowledgeStore) -
     assert good is not None
     manifest = json.loads((ingested.root / "manifest.json").read_text())
     seg = next(s for s in manifest["segments"] if s["name"] == _seg_of(ingested, "keys.md"))
-    live = json.loads((ingested.root / "ledger.json").read_text())["documents"]["keys.md"]
+    live = ledger_entry(ingested.root, "keys.md")
     raw = json.dumps(live["chunks"][:1]).encode()
     path = f"index/{seg['name']}.del.g000009.json"
     (ingested.root / path).write_bytes(raw)
@@ -318,7 +313,7 @@ def test_hub_refuses_bad_pushes_on_a_good_history(
         (lambda: flip(store.root / "docs" / "guide" / "vpn.md", b"VPN", b"VPX"), "sha256"),
         (
             lambda: _forge_ledger_consistently(
-                store, lambda x: x["documents"]["keys.md"]["chunks"].append("0" * 32)
+                store, "keys.md", lambda x: x["chunks"].append("0" * 32)
             ),
             "not live in the segment",
         ),

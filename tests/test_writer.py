@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,15 +54,22 @@ def test_second_writer_waits_then_completes(store: KnowledgeStore, docs: Path) -
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)
-        assert proc.poll() is None, "the second ingest should be waiting for the lock"
+        # release only once it says it waits (a loaded box can take seconds to get there)
+        deadline = time.monotonic() + 60
+        while not any("waiting for another ingest" in line for line in lines):
+            assert proc.poll() is None, "the second ingest should be waiting for the lock"
+            assert time.monotonic() < deadline, "the second ingest never said it waits"
+            time.sleep(0.05)
         assert store.repo.head() is None
     finally:
         lock.release()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "waiting for another ingest" in err
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    assert proc.returncode == 0, "".join(lines)
     assert store.repo.head() is not None and store.verify()
 
 

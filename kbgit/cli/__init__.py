@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..errors import IntegrityError, KbgitError
+from ..gitrepo import redact
 
 EXIT_ERROR = 1
 EXIT_PARTIAL = 3
@@ -51,6 +52,9 @@ def setup_logging(level: str, json_lines: bool) -> None:
     root.setLevel(level.upper())
     for noisy in ("sentence_transformers", "transformers", "urllib3", "waitress.queue"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # progress lines (ingest without a terminal) show unless --log-level error asks for quiet
+    progress = logging.INFO if root.level < logging.ERROR else root.level
+    logging.getLogger("kbgit.progress").setLevel(progress)
 
 
 class KbgitGroup(click.Group):
@@ -61,9 +65,9 @@ class KbgitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KbgitError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
             if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
+                click.echo(f"hint: {redact(exc.hint)}", err=True)
             ctx.exit(EXIT_INTEGRITY if isinstance(exc, IntegrityError) else EXIT_ERROR)
 
 
@@ -92,4 +96,4 @@ def emit_json(data: Any) -> None:
 
 
 # command modules register themselves on `main` when imported
-from . import core, ha, history, lc, serve  # noqa: E402,F401
+from . import core, ha, history, lc, retrieval, serve  # noqa: E402,F401

@@ -6,15 +6,17 @@ import dataclasses
 import datetime
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-from tqdm import tqdm
 
 from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
 from ..errors import IntegrityError
 from ..gitrepo import create_hub
 from ..store import KnowledgeStore
 from . import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
+from .progress import progress_reporter
+from .retrieval import MODE_OPTION, mode_options, options
 
 STORE = click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 
@@ -79,34 +81,6 @@ def init(store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: 
     )
 
 
-class ProgressBars:
-    """tqdm progress bars, one per ingest stage, on stderr."""
-
-    LABELS = {"hash": "hashing", "load": "reading", "embed": "embedding"}
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(
-                total=total,
-                desc=self.LABELS.get(stage, stage),
-                unit="chunk" if stage == "embed" else "file",
-                file=sys.stderr,
-                leave=False,
-            )
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 @main.command()
 @STORE
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -118,7 +92,11 @@ class ProgressBars:
 @click.option("--no-wait", is_flag=True, help="Fail at once if another ingest holds the lock.")
 @click.option("--no-push", is_flag=True, help="Commit locally; push with the next ingest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a tty).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars; default: bars on a terminal, a log line every 10 s otherwise.",
+)
 def ingest(
     store: Path,
     source: Path,
@@ -137,7 +115,7 @@ def ingest(
     Example: kbgit ingest ./kb ./my-docs
     """
     kb = KnowledgeStore(store)
-    bars = ProgressBars(sys.stderr.isatty() if progress is None else progress)
+    bars = progress_reporter(progress)
     try:
         result = kb.ingest(
             source,
@@ -148,7 +126,8 @@ def ingest(
             on_wait=lambda: click.echo("waiting for another ingest to finish...", err=True),
         )
     finally:
-        bars.close()
+        if bars is not None:
+            bars.close()
     if as_json:
         emit_json(dataclasses.asdict(result))
     else:
@@ -228,6 +207,8 @@ def status(store: Path, source: Path | None, no_fetch: bool, as_json: bool) -> N
 @click.option("--source", "sources", multiple=True, help="Only documents under this path prefix.")
 @click.option("--score-threshold", type=float, help="Drop hits scoring below this.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+@MODE_OPTION
+@mode_options
 def query(
     store: Path,
     text: str,
@@ -236,13 +217,20 @@ def query(
     sources: tuple[str, ...],
     score_threshold: float | None,
     as_json: bool,
+    mode: str,
+    **kw: Any,
 ) -> None:
-    """Print the chunks closest to TEXT: score, source document, text, commit.
+    """Print the chunks that best answer TEXT: score, source, retrievers' ranks, text, commit.
 
-    Example: kbgit query ./kb "how do I rotate keys" -k 5
+    Example: kbgit query ./kb "what does --no-wait do" -k 5 --mode hybrid
     """
     res = KnowledgeStore(store).query(
-        text, k, rev=rev, source=list(sources) or None, score_threshold=score_threshold
+        text,
+        k,
+        rev=rev,
+        source=list(sources) or None,
+        score_threshold=score_threshold,
+        options=options(mode, **kw),
     )
     if as_json:
         emit_json({"commit": res.commit, "hits": [h.to_json() for h in res.hits]})
@@ -250,7 +238,8 @@ def query(
     click.echo(f"commit {res.commit}")
     for n, hit in enumerate(res.hits, start=1):
         where = hit.source + (f" p.{hit.meta['page']}" if "page" in hit.meta else "")
-        click.echo(f"\n{n}. {hit.score:.4f}  {where}  [{hit.chunk_id[:12]}]")
+        found = " ".join(f"{r}#{rank}" for r, rank in getattr(hit, "retrievers", {}).items())
+        click.echo(f"\n{n}. {hit.score:.4f}  {where}  [{hit.chunk_id[:12]}]  {found}")
         click.echo("   " + hit.text.strip().replace("\n", "\n   "))
     if not res.hits:
         click.echo("no hits")
@@ -262,19 +251,23 @@ def query(
 def verify(store: Path, rev: str) -> None:
     """Check a commit: every checksum, ledger vs manifest vs vectors vs tombstones vs docs.
 
-    Exit code 0 only when everything agrees; 4 names the first mismatch.
+    Exit code 0 only when everything agrees; 4 names the first mismatch. With
+    allowed_signers in kb.toml it also requires, and names, the commit's signer.
 
     Example: kbgit verify ./kb HEAD~3
     """
+    kb = KnowledgeStore(store)
     try:
-        snap = KnowledgeStore(store).verify(rev)
+        snap = kb.verify(rev)
+        sig = kb.signature(rev)
     except IntegrityError as exc:
         click.secho(f"FAILED {rev}: {exc}", fg="red", err=True)
         sys.exit(EXIT_INTEGRITY)
     click.echo(
         f"ok {snap.commit[:12]}: {len(snap.ledger.documents)} documents, "
         f"{snap.vectors} live vectors in {len(snap.manifest.segments)} segments, "
-        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d)"
+        f"model {snap.ledger.model_id} ({snap.ledger.dim}-d); "
+        + (sig.describe() if sig else "signature not checked (no allowed_signers)")
     )
 
 

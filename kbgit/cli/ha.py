@@ -13,8 +13,15 @@ from . import emit_json, main
 @click.argument("replica", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", help="Model directory, if the ledger names a local model.")
 @click.option("--author", help="Author of the new primary's commits ('Name <email>').")
+@click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="SSH key this node signs its commits with (its public key must be allowed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def promote(replica: Path, model: str | None, author: str | None, as_json: bool) -> None:
+def promote(
+    replica: Path, model: str | None, author: str | None, signing_key: Path | None, as_json: bool
+) -> None:
     """Turn a standby's REPLICA into the writer (it can ingest and push to the hub).
 
     Stop the standby process first. Catches up with the hub if it can, verifies HEAD,
@@ -24,7 +31,7 @@ def promote(replica: Path, model: str | None, author: str | None, as_json: bool)
     """
     from ..serving.failover import promote as do_promote
 
-    res = do_promote(replica, model=model, author=author)
+    res = do_promote(replica, model=model, author=author, signing_key=signing_key)
     if as_json:
         emit_json(res.__dict__)
         return

@@ -10,6 +10,7 @@ import click
 
 from ..history import compaction
 from ..history import log as history
+from ..history import migrate as migrate_mod
 from ..history import rollback as rollback_mod
 from ..store import KnowledgeStore
 from . import emit_json, main
@@ -194,6 +195,34 @@ def compact(store: Path, force: bool, dry_run: bool, no_push: bool, as_json: boo
         f"({res.tombstone_files_before} tombstone files) into {res.segments_after}; "
         f"{res.vectors} vectors kept, {res.vectors_dropped} dropped; index "
         f"{_mb(res.index_bytes_before)} -> {_mb(res.index_bytes_after)}"
+    )
+    if res.commit:
+        click.echo(f"commit {res.commit[:12]}" + (", pushed" if res.pushed else ""))
+
+
+@main.command()
+@STORE
+@click.option("--dry-run", is_flag=True, help="Show what would change; commit nothing.")
+@click.option("--no-push", is_flag=True, help="Commit locally; push with the next write.")
+@JSON
+def migrate(store: Path, dry_run: bool, no_push: bool, as_json: bool) -> None:
+    """Upgrade the store to the current format as one forward commit, verified and pushed.
+
+    Upgrade kbgit on the hub and every standby first: a release that cannot read the
+    new format refuses the commit and keeps serving the last one it can read.
+
+    Example: kbgit migrate ./kb
+    """
+    res = migrate_mod.migrate(KnowledgeStore(store), dry_run=dry_run, push=not no_push)
+    if as_json:
+        emit_json({**dataclasses.asdict(res), "noop": res.noop})
+        return
+    if res.noop:
+        click.echo(f"already format {res.format_after}: no commit")
+        return
+    click.echo(
+        f"{'would migrate' if dry_run else 'migrated'} format {res.format_before} -> "
+        f"{res.format_after}: {res.documents} documents in {res.ledger_files - 1} ledger shards"
     )
     if res.commit:
         click.echo(f"commit {res.commit[:12]}" + (", pushed" if res.pushed else ""))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import click
@@ -11,7 +10,8 @@ import click
 from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
 from ..store import KnowledgeStore
 from . import emit_json, main
-from .core import STORE, ProgressBars
+from .core import STORE
+from .progress import progress_reporter
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -43,7 +43,11 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as
     show_default=True,
     help="Tokens shared by neighbouring chunks (later folder ingests).",
 )
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a tty).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars; default: bars on a terminal, a log line every 10 s otherwise.",
+)
 @JSON
 def import_lc(
     source: Path,
@@ -69,7 +73,7 @@ def import_lc(
       kbgit import-langchain ~/chatchat/knowledge_base/ops ./kb --trust-pickle
     """
     cfg = StoreConfig(model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, hub=hub_url)
-    bars = ProgressBars(sys.stderr.isatty() if progress is None else progress)
+    bars = progress_reporter(progress)
     try:
         from ..langchain.interop import import_langchain
 
@@ -83,7 +87,8 @@ def import_lc(
             progress=bars,
         )
     finally:
-        bars.close()
+        if bars is not None:
+            bars.close()
     if as_json:
         emit_json(dataclasses.asdict(res))
         return

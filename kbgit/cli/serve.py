@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,11 +17,22 @@ _OPTIONS = [
     click.option("--bind", help="HOST:PORT to listen on [default: 127.0.0.1:8000]."),
     click.option("--token", help="Bearer token for /admin/* (or KBGIT_TOKEN)."),
     click.option(
+        "--model",
+        "model_dirs",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False),
+        help="Local model directory commits may name as local:<its name> (repeat; KBGIT_MODELS).",
+    ),
+    click.option(
         "--interval",
         type=float,
         help="Seconds between syncs; a primary checks HEAD at least every 1 s [default: 5].",
     ),
     click.option("--threads", type=int, help="HTTP worker threads [default: 8]."),
+    click.option(
+        "--allowed-signers",
+        help="Serve only commits signed by a key in this file (see docs/security.md).",
+    ),
     click.option(
         "--config",
         "config_file",
@@ -45,7 +57,10 @@ def _run(config_file: Path | None, spec: StoreSpec | None, **overrides: object) 
     """Load the config, then serve until SIGINT/SIGTERM."""
     from server.run import Server  # Flask and waitress load only for these commands
 
-    extra = {"stores": (spec,)} if spec is not None else {}
+    extra: dict[str, object] = {"stores": (spec,)} if spec is not None else {}
+    model_dirs = overrides.pop("model_dirs", ())
+    if model_dirs:
+        extra["models"] = os.pathsep.join(str(d) for d in model_dirs)  # type: ignore[union-attr]
     config = ServeConfig.load(config_file, **overrides, **extra)
     if not config.stores:
         raise ConfigError("no store to serve", hint="name one, or add [serve.stores.<name>]")
@@ -66,8 +81,9 @@ def serve(store: Path | None, config_file: Path | None, name: str, **opts: objec
     """Serve a store over HTTP; reload it after each ingest (it watches HEAD).
 
     Without STORE, serves the [serve.stores.<name>] tables of --config (a STORE replaces
-    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload
-    (and /kb/<name>/query, health, ready, admin/... for each store).
+    them). Endpoints: /query, /health, /ready, /metrics, /kb, /admin/sync, /admin/reload,
+    /documents (upload, delete, list: the write API) and the web console at /ui/ (and
+    /kb/<name>/query, health, ready, documents, admin/... for each store).
 
     Example: kbgit serve ./kb --bind 127.0.0.1:8001
     """
@@ -104,8 +120,18 @@ def hooks() -> None:
 @click.option("--token", envvar="KBGIT_TOKEN", help="Bearer token of the standbys' /admin/sync.")
 @click.option("--python", default=sys.executable, show_default=True, help="Python running kbgit.")
 @click.option("--force", is_flag=True, help="Replace hooks not written by kbgit.")
+@click.option(
+    "--allowed-signers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Accept only commits signed by a key in this file (see docs/security.md).",
+)
 def hooks_install(
-    hub: Path, notify: tuple[str, ...], token: str | None, python: str, force: bool
+    hub: Path,
+    notify: tuple[str, ...],
+    token: str | None,
+    python: str,
+    force: bool,
+    allowed_signers: Path | None,
 ) -> None:
     """Install pre-receive (verify) and post-receive (notify) hooks in a bare hub.
 
@@ -113,7 +139,14 @@ def hooks_install(
     """
     from ..hub import hooks as hub_hooks
 
-    paths = hub_hooks.install(hub, notify=notify, token=token, python=python, force=force)
+    paths = hub_hooks.install(
+        hub,
+        notify=notify,
+        token=token,
+        python=python,
+        force=force,
+        allowed_signers=allowed_signers,
+    )
     for path in paths:
         click.echo(f"installed {path}")
     click.echo(f"standbys notified after each push: {', '.join(notify) or '(none)'}")

@@ -8,13 +8,16 @@ raises :class:`IntegrityError` naming the first mismatch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 
-from ..errors import IntegrityError, QueryError
+from ..errors import FormatError, IntegrityError, QueryError
 from ..gitrepo import GitRepo
+from ..models import check_model_id
+from . import jsonio
 from .ledger import DOCS_DIR, LEDGER_PATH, Ledger
 from .manifest import INDEX_DIR, MANIFEST_PATH, Manifest, SegmentRef, TombstoneRef, sha256
+from .shards import SHARD_DIR, ShardCache, read_ledger
+from .tree import plain_files
 from .vector_index import Segment, decode_segment
 
 #: extensions that must never appear in a commit: loading them would mean unpickling
@@ -32,6 +35,8 @@ class SegmentCache:
         self._segments: dict[tuple[str, str], tuple[Segment, tuple]] = {}
         #: document blob id -> (sha256, size) it was verified against
         self._docs: dict[str, tuple[str, int]] = {}
+        #: ledger shards (format 2) verified, keyed by (shard key, blob id)
+        self.shards = ShardCache()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str]) -> Segment | None:
@@ -61,11 +66,22 @@ class SegmentCache:
         with self._lock:
             self._docs[blob] = (sha, size)
 
-    def retain(self, keys: set[tuple[str, str]], docs: set[str]) -> None:
-        """Forget everything not in use by the current snapshot."""
+    def retain(
+        self,
+        keys: set[tuple[str, str]],
+        docs: set[str],
+        shards: set[tuple[str, str]] | None = None,
+    ) -> None:
+        """Forget everything not in use by the current snapshot (shards too, if given)."""
         with self._lock:
             self._segments = {k: v for k, v in self._segments.items() if k in keys}
             self._docs = {b: v for b, v in self._docs.items() if b in docs}
+        if shards is not None:
+            self.shards.retain(shards)
+
+
+#: eval sets versioned with the documents (kbgit/retrieval/evals.py reads them)
+EVALS_DIR = "evals"
 
 
 def segment_claims(ref: SegmentRef) -> tuple:
@@ -73,19 +89,19 @@ def segment_claims(ref: SegmentRef) -> tuple:
     return (ref.faiss.sha256, ref.faiss.size, ref.rows.sha256, ref.rows.size, ref.vectors, ref.dim)
 
 
-def read_tree(repo: GitRepo, commit: str) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
-    """Read a commit's tree, ledger and manifest; refuse pickle files."""
-    tree = repo.ls_tree(commit)
+def read_tree(
+    repo: GitRepo, commit: str, shards: ShardCache | None = None
+) -> tuple[dict[str, str], Ledger, Manifest, bytes]:
+    """Read a commit's tree, ledger (format 1 or 2) and manifest; refuse pickle files."""
+    tree = plain_files(repo.tree_entries(commit))
     for path in tree:
         if path.lower().endswith(FORBIDDEN_SUFFIXES):
             raise IntegrityError(f"{path}: pickle files are refused (loading one runs code)")
     for required in (LEDGER_PATH, MANIFEST_PATH):
         if required not in tree:
             raise IntegrityError(f"commit {commit[:12]} has no {required}: not a kbgit store")
-    blobs = repo.read_blobs([tree[LEDGER_PATH], tree[MANIFEST_PATH]])
-    ledger_raw = blobs[tree[LEDGER_PATH]]
-    ledger = Ledger.from_bytes(ledger_raw)
-    manifest = Manifest.from_bytes(blobs[tree[MANIFEST_PATH]])
+    ledger, ledger_raw = read_ledger(repo, tree, shards)
+    manifest = Manifest.from_bytes(repo.read_blobs([tree[MANIFEST_PATH]])[tree[MANIFEST_PATH]])
     return tree, ledger, manifest, ledger_raw
 
 
@@ -95,11 +111,16 @@ def check_header(
     """Check ledger hash, model, and that the index files are exactly the manifest's."""
     if manifest.ledger_sha256 != sha256(ledger_raw):
         raise IntegrityError(f"{LEDGER_PATH} does not match the sha256 in {MANIFEST_PATH}")
+    if manifest.format != ledger.format:
+        raise IntegrityError(
+            f"{MANIFEST_PATH} is format {manifest.format}, {LEDGER_PATH} format {ledger.format}"
+        )
     if (manifest.model_id, manifest.dim) != (ledger.model_id, ledger.dim):
         raise IntegrityError(
             f"manifest model {manifest.model_id}/{manifest.dim} differs from ledger "
             f"{ledger.model_id}/{ledger.dim}"
         )
+    check_model_id(ledger.model_id, ledger.dim)
     paths = [f.path for f in manifest.files()]
     names = [seg.name for seg in manifest.segments]
     if len(set(paths)) != len(paths) or len(set(names)) != len(names):
@@ -162,8 +183,8 @@ def parse_tombstones(ref: TombstoneRef, raw: bytes) -> list[str]:
     """Check a tombstone file against its manifest entry and return its chunk ids."""
     check_blob(ref.path, ref.sha256, ref.size, raw)
     try:
-        ids = json.loads(raw)
-    except ValueError:
+        ids = jsonio.loads(raw, ref.path)
+    except FormatError:
         ids = None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise IntegrityError(f"{ref.path}: not a JSON list of chunk ids")
@@ -260,10 +281,14 @@ def check_docs(
         doc = ledger.documents[path]
         check_blob(f"{DOCS_DIR}/{path}", doc.sha256, doc.size, blobs[blob])
         cache.add_doc(blob, doc.sha256, doc.size)
+    # format 2 shards were matched against the ledger root by read_ledger; format 1 has none
+    dirs = (prefix, INDEX_DIR + "/") + ((SHARD_DIR + "/",) if ledger.format >= 2 else ())
     others = [
         p
         for p in tree
-        if not p.startswith((prefix, INDEX_DIR + "/")) and p not in (LEDGER_PATH, MANIFEST_PATH)
+        if not p.startswith(dirs)
+        and p not in (LEDGER_PATH, MANIFEST_PATH)
+        and not (p.startswith(EVALS_DIR + "/") and p.endswith(".jsonl"))
     ]
     if others:
         raise IntegrityError(f"unexpected file in the store: {others[0]}")

@@ -1,19 +1,27 @@
 """The ledger: what was ingested, with hashes. ``ledger.json`` at the top of every commit.
 
-Deterministic JSON (sorted keys, fixed indent, trailing newline), so two ingests of the
-same documents with the same settings write byte-identical ledgers and git diffs stay
-readable.
+Format 1 keeps every document in ``ledger.json``; format 2 (kbgit/format/shards.py)
+keeps a small root there and the documents in ``ledger/<key>.json`` shards. Both are
+deterministic JSON (sorted keys, trailing newline), so two ingests of the same documents
+with the same settings write byte-identical files and git diffs stay readable.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError
+from . import jsonio
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from .shards import Layout
+
+#: the format new stores are written in; a store keeps its format until ``kbgit migrate``
+FORMAT_VERSION = 2
+#: every format this version reads
+READABLE_FORMATS = (1, 2)
 LEDGER_PATH = "ledger.json"
 DOCS_DIR = "docs"
 
@@ -40,6 +48,17 @@ class DocEntry:
             "chunks": list(self.chunks),
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DocEntry:
+        """Parse the JSON form."""
+        return cls(
+            str(d["sha256"]),
+            int(d["size"]),
+            str(d["loader"]),
+            str(d["segment"]),
+            tuple(str(c) for c in d["chunks"]),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class Ledger:
@@ -55,6 +74,8 @@ class Ledger:
     chunking: dict[str, Any]
     documents: dict[str, DocEntry]
     format: int = FORMAT_VERSION
+    #: format 2 only: where each document's entry is stored (set when read or encoded)
+    layout: Layout | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
     def empty(cls, model_id: str, dim: int, chunking: dict[str, Any]) -> Ledger:
@@ -75,9 +96,9 @@ class Ledger:
         return (self.model_id, self.dim, self.chunking) == (model_id, dim, chunking)
 
     def to_bytes(self) -> bytes:
-        """Serialize deterministically."""
+        """Serialize deterministically as one format 1 file."""
         data = {
-            "format": self.format,
+            "format": 1,
             "model": {"id": self.model_id, "dim": self.dim},
             "chunking": self.chunking,
             "documents": {p: d.to_json() for p, d in sorted(self.documents.items())},
@@ -86,33 +107,40 @@ class Ledger:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Ledger:
-        """Parse and validate a ledger; raise FormatError if it is not one we can read."""
+        """Parse and validate a format 1 ledger; raise FormatError if it is not one."""
+        data = parse_ledger_json(raw)
+        if data["format"] != 1:
+            raise FormatError(f"{LEDGER_PATH} is format {data['format']}: read it with read_ledger")
+        return cls.from_json(data)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ledger:
+        """Build a format 1 ledger from its parsed JSON; raise FormatError if malformed."""
         try:
-            data = json.loads(raw)
-            fmt = int(data["format"])
-            if fmt != FORMAT_VERSION:
-                raise FormatError(
-                    f"ledger format {fmt} is not supported (this kbgit reads {FORMAT_VERSION})",
-                    hint="upgrade kbgit on this host",
-                )
-            docs = {
-                str(path): DocEntry(
-                    str(d["sha256"]),
-                    int(d["size"]),
-                    str(d["loader"]),
-                    str(d["segment"]),
-                    tuple(str(c) for c in d["chunks"]),
-                )
-                for path, d in data["documents"].items()
-            }
+            docs = {str(p): DocEntry.from_json(d) for p, d in data["documents"].items()}
             return cls(
                 str(data["model"]["id"]),
                 int(data["model"]["dim"]),
                 dict(data["chunking"]),
                 docs,
-                fmt,
+                1,
             )
-        except FormatError:
-            raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"{LEDGER_PATH} is malformed: {exc!r}") from exc
+
+
+def parse_ledger_json(raw: bytes) -> dict[str, Any]:
+    """Parse ``ledger.json`` of any format; raise FormatError if this version cannot read it."""
+    data = jsonio.loads(raw, LEDGER_PATH)
+    try:
+        fmt = int(data["format"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"{LEDGER_PATH} is malformed: {exc!r}") from exc
+    if fmt not in READABLE_FORMATS:
+        raise FormatError(
+            f"ledger format {fmt} is not supported (this kbgit reads "
+            f"{', '.join(map(str, READABLE_FORMATS))})",
+            hint="upgrade kbgit on this host",
+        )
+    data["format"] = fmt
+    return data

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from .ledger import FORMAT_VERSION
+from . import jsonio
+from .ledger import FORMAT_VERSION, READABLE_FORMATS
 from .vector_index import Row, encode_segment
 
 MANIFEST_PATH = "manifest.json"
@@ -123,10 +124,13 @@ class Manifest:
     def from_bytes(cls, raw: bytes) -> Manifest:
         """Parse and validate a manifest; raise FormatError if it is not one we can read."""
         try:
-            data = json.loads(raw)
+            data = jsonio.loads(raw, MANIFEST_PATH)
             fmt = int(data["format"])
-            if fmt != FORMAT_VERSION:
-                raise FormatError(f"manifest format {fmt} is not supported")
+            if fmt not in READABLE_FORMATS:
+                raise FormatError(
+                    f"manifest format {fmt} is not supported",
+                    hint="upgrade kbgit on this host",
+                )
             segs = tuple(
                 SegmentRef(
                     str(s["name"]),

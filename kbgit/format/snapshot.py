@@ -31,6 +31,7 @@ from .checks import (
 )
 from .ledger import Ledger
 from .manifest import Manifest
+from .shards import shard_keys
 from .vector_index import LiveIndex
 
 
@@ -61,6 +62,8 @@ class Snapshot:
     sources: dict[str, str]
     cache_keys: frozenset[tuple[str, str]] = frozenset()
     doc_blobs: frozenset[str] = frozenset()
+    #: (shard key, blob id) of each format 2 ledger shard (SegmentCache.shards keys)
+    shard_keys: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def vectors(self) -> int:
@@ -111,7 +114,7 @@ def load_snapshot(
     if commit is None:
         raise no_such_revision(repo, rev)
     cache = cache if cache is not None else SegmentCache()
-    tree, ledger, manifest, ledger_raw = read_tree(repo, commit)
+    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, cache.shards)
     check_header(ledger, manifest, ledger_raw, tree)
     segments, keys = load_segments(repo, tree, manifest, cache)
     dead = load_tombstones(repo, tree, manifest, segments)
@@ -127,4 +130,5 @@ def load_snapshot(
         ledger.chunk_sources(),
         frozenset(keys),
         frozenset(docs),
+        frozenset(shard_keys(ledger)),
     )

@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 
 from ..errors import IntegrityError, QueryError
+from . import jsonio
 
 _FLAT_IP = b"IxFI"
 # fourcc, d (int32), ntotal (int64), two unused int64, is_trained (bool), metric (int32),
@@ -100,7 +101,7 @@ def decode_rows(data: bytes, *, label: str) -> tuple[Row, ...]:
         raise IntegrityError(f"{label}: not UTF-8") from exc
     for lineno, line in enumerate(text.splitlines(), start=1):
         try:
-            obj = json.loads(line)
+            obj = jsonio.loads(line, f"{label}:{lineno}")
             row = Row(obj["id"], obj["text"], obj["meta"])
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"{label}:{lineno}: malformed row: {exc!r}") from exc

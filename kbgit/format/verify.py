@@ -33,6 +33,7 @@ from .checks import (
 )
 from .ledger import DOCS_DIR, Ledger
 from .manifest import Manifest, SegmentRef, TombstoneRef
+from .shards import ShardCache
 
 _Tree = dict[str, str]
 
@@ -51,13 +52,14 @@ def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
     commit = repo.rev_parse(rev)
     if commit is None:
         raise no_such_revision(repo, rev)
-    tree, ledger, manifest, ledger_raw = read_tree(repo, commit)
+    shards = ShardCache()  # shared with the base: a shard unchanged since it is parsed once
+    known = _read_base(repo, base, commit, shards)
+    tree, ledger, manifest, ledger_raw = read_tree(repo, commit, shards)
     check_header(ledger, manifest, ledger_raw, tree)
     names = [s.name for s in manifest.segments]
     if len(set(names)) != len(names):  # its rows would be live twice
         twice = sorted(n for n in set(names) if names.count(n) > 1)[0]
         raise IntegrityError(f"manifest lists segment {twice} twice")
-    known = _read_base(repo, base, commit)
     if known is None:  # no accepted base: everything, as load_snapshot does
         segments, _keys = load_segments(repo, tree, manifest, SegmentCache())
         check_live(ledger, manifest, segments, load_tombstones(repo, tree, manifest, segments))
@@ -76,13 +78,13 @@ def verify_commit(repo: GitRepo, rev: str, *, base: str | None = None) -> None:
     check_docs(repo, tree, ledger, _docs_cache(known))
 
 
-def _read_base(repo: GitRepo, base: str | None, commit: str) -> _Base | None:
+def _read_base(repo: GitRepo, base: str | None, commit: str, shards: ShardCache) -> _Base | None:
     """Return the base's tree, ledger and segments, or None to verify in full."""
     base_commit = repo.rev_parse(base) if base else None
     if base_commit is None or not repo.is_ancestor(base_commit, commit):
         return None
     try:
-        tree, ledger, manifest, _raw = read_tree(repo, base_commit)
+        tree, ledger, manifest, _raw = read_tree(repo, base_commit, shards)
     except IntegrityError:  # an accepted base always parses; if not, trust nothing
         return None
     return _Base(tree, ledger, {s.name: s for s in manifest.segments})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..format.checks import SegmentCache
-from ..format.ledger import LEDGER_PATH, Ledger
+from ..format.ledger import Ledger
 from ..format.manifest import (
     MANIFEST_PATH,
     Manifest,
@@ -27,6 +27,7 @@ from ..format.manifest import (
     segment_name,
     sha256,
 )
+from ..format.shards import encode_ledger
 from ..format.snapshot import Snapshot, load_snapshot
 from ..format.trailers import Trailers
 from ..gitrepo import GitRepo
@@ -80,15 +81,14 @@ def build_compaction(snap: Snapshot) -> Compaction:
         ref, writes = new_segment(name, snap.index.vectors(), rows, old.dim)
         segments = (ref,)
     docs = {p: dataclasses.replace(d, segment=name) for p, d in snap.ledger.documents.items()}
-    ledger = dataclasses.replace(snap.ledger, documents=docs)
-    ledger_raw = ledger.to_bytes()
+    files = encode_ledger(dataclasses.replace(snap.ledger, documents=docs), snap.ledger)
     manifest = Manifest(
-        generation, old.model_id, old.dim, segments, len(rows), sha256(ledger_raw), old.format
+        generation, old.model_id, old.dim, segments, len(rows), sha256(files.root), old.format
     )
-    writes[LEDGER_PATH] = ledger_raw
+    writes.update(files.writes)
     writes[MANIFEST_PATH] = manifest.to_bytes()
-    deletes = [f.path for f in old.files() if f.path not in writes]
-    return Compaction(ledger, manifest, writes, deletes)
+    deletes = [f.path for f in old.files() if f.path not in writes] + files.deletes
+    return Compaction(files.ledger, manifest, writes, deletes)
 
 
 def is_compact(manifest: Manifest) -> bool:

@@ -20,6 +20,7 @@ from ..format import trailers
 from ..format.checks import SegmentCache, no_such_revision
 from ..format.ledger import LEDGER_PATH, Ledger
 from ..format.manifest import MANIFEST_PATH, Manifest
+from ..format.shards import read_ledger_at
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
 
@@ -93,11 +94,11 @@ def diff_ledgers(old: Ledger | None, new: Ledger) -> LedgerDiff:
 
 def read_state(repo: GitRepo, commit: str) -> tuple[Ledger, Manifest] | None:
     """Return the ledger and manifest of a commit, or None if it is not a kbgit commit."""
-    ledger_raw = repo.read_file(commit, LEDGER_PATH)
     manifest_raw = repo.read_file(commit, MANIFEST_PATH)
-    if ledger_raw is None or manifest_raw is None:
+    ledger = read_ledger_at(repo, commit) if manifest_raw is not None else None
+    if ledger is None or manifest_raw is None:
         return None
-    return Ledger.from_bytes(ledger_raw), Manifest.from_bytes(manifest_raw)
+    return ledger, Manifest.from_bytes(manifest_raw)
 
 
 def diff(repo: GitRepo, a: str, b: str) -> LedgerDiff:

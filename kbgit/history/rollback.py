@@ -17,7 +17,6 @@ import re
 from typing import TYPE_CHECKING
 
 from ..config import HUB_REMOTE
-from ..embeddings import load_embedder
 from ..errors import ConfigError, GitError, IntegrityError, QueryError
 from ..format.checks import SegmentCache
 from ..format.manifest import MANIFEST_PATH
@@ -118,7 +117,7 @@ def _warnings(store: KnowledgeStore, rev: str, snap: Snapshot, head_model: str) 
     out = []
     if snap.ledger.model_id != head_model:
         try:
-            load_embedder(snap.ledger.model_id)  # lazy: resolves the model, loads no weights
+            store.embedder_for(snap.ledger.model_id)  # lazy: resolves it, loads no weights
         except ConfigError as exc:
             raise ConfigError(
                 f"cannot roll back to {rev}: it was embedded with {snap.ledger.model_id}, "

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ HOOK_NAMES = ("pre-receive", "post-receive")
 #: marks hook files written by kbgit (others are never overwritten without --force)
 MARKER = "kbgit hook shim"
 ZERO = "0" * 40
+#: hub config key naming the allowed-signers file (set: only signed commits are accepted)
+SIGNERS_KEY = "kbgit.allowedSigners"
 #: seconds the post-receive hook waits for all standbys together
 DEFAULT_NOTIFY_TIMEOUT = 2.0
 
@@ -85,10 +88,24 @@ def install(
     token: str | None = None,
     python: str | None = None,
     force: bool = False,
+    allowed_signers: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """Install the kbgit hooks in a bare hub and record the standbys to notify."""
+    """Install the kbgit hooks in a bare hub and record the standbys to notify.
+
+    The hub's config, which holds the token, is made readable by its owner only (0600).
+    With ``allowed_signers``, pre-receive accepts only commits signed by one of its keys.
+    """
     from ..errors import ConfigError, GitError
+    from ..format.signatures import check_allowed
     from ..gitrepo import GitRepo
+
+    bad = [u for u in notify if not valid_notify_url(u)]
+    if bad:
+        raise ConfigError(
+            f"--notify {bad[0]!r} is not an http(s) URL",
+            hint="give a standby's base URL like http://127.0.0.1:8002 (no spaces)",
+        )
+    signers = check_allowed(allowed_signers) if allowed_signers else None
 
     repo = GitRepo(hub)
     try:
@@ -97,7 +114,9 @@ def install(
         raise ConfigError(f"{hub} is not a git repository") from exc
     if not bare:
         raise ConfigError(f"{hub} is not a bare hub", hint="create one with: kbgit hub create")
-    hooks_dir = Path(repo.run("rev-parse", "--absolute-git-dir")) / "hooks"
+    git_dir = Path(repo.run("rev-parse", "--absolute-git-dir"))
+    (git_dir / "config").chmod(0o600)  # git keeps the mode when it rewrites the file
+    hooks_dir = git_dir / "hooks"
     hooks_dir.mkdir(exist_ok=True)
     written = []
     for name in HOOK_NAMES:
@@ -115,7 +134,15 @@ def install(
         repo.run("config", "--add", "kbgit.notify", url.rstrip("/"))
     if token is not None:
         repo.run("config", "kbgit.token", token)
+    if signers is not None:
+        repo.run("config", SIGNERS_KEY, str(signers))
     return written
+
+
+def valid_notify_url(url: str) -> bool:
+    """Tell whether ``url`` is an http(s) URL with a host and no whitespace."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and url.split() == [url]
 
 
 def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
@@ -133,7 +160,13 @@ def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
                 f"of {up.new[:12]}); fetch and rebuild on the hub's history (kbgit pull)"
             )
             continue
-        refusals.extend(_verify_new(repo, up))
+        bad = _verify_new(repo, up)
+        if not bad and up.old != ZERO:
+            from ..retrieval.gate import gate_refusal
+
+            gate = gate_refusal(repo, up.ref, up.old, up.new)
+            bad = [gate] if gate else []
+        refusals.extend(bad)
     return refusals
 
 
@@ -152,6 +185,9 @@ def _verify_new(repo: GitRepo, up: RefUpdate) -> list[str]:
         ).splitlines()
     except GitError as exc:
         return [f"{up.ref}: cannot read the pushed commit {up.new[:12]}: {exc.stderr}"]
+    refused = _unsigned(repo, [line.split()[0] for line in lines])
+    if refused:
+        return [f"{up.ref}: {refused}. Nothing was changed on the hub"]
     verified = {up.old} if up.old != ZERO else set()
     for line in lines:
         commit, *parents = line.split()
@@ -168,6 +204,21 @@ def _verify_new(repo: GitRepo, up: RefUpdate) -> list[str]:
     return []
 
 
+def _unsigned(repo: GitRepo, commits: list[str]) -> str | None:
+    """Return why a commit is refused for its signature (None: all signed, or signing off)."""
+    from ..errors import KbgitError
+    from ..format.signatures import require_signed
+
+    allowed = repo.run_bytes("config", "--get", SIGNERS_KEY, check=False).decode().strip()
+    if not allowed:
+        return None
+    try:
+        require_signed(repo, commits, allowed)
+    except KbgitError as exc:
+        return str(exc)
+    return None
+
+
 def notify_targets(git_dir: str | None, env: Mapping[str, str]) -> tuple[list[str], str | None]:
     """Return the standby URLs and the token (KBGIT_TOKEN overrides the hub config)."""
 
@@ -180,21 +231,36 @@ def notify_targets(git_dir: str | None, env: Mapping[str, str]) -> tuple[list[st
     return urls, env.get("KBGIT_TOKEN") or config("--get", "kbgit.token") or None
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: the request carries the bearer token."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        """Return None, so urllib reports the 3xx as an HTTPError."""
+        return None
+
+
 def post_receive(
     urls: Sequence[str], token: str | None, *, timeout: float = DEFAULT_NOTIFY_TIMEOUT
 ) -> list[str]:
     """POST /admin/sync to every standby in parallel; return one report line each."""
     reports: dict[str, str] = {u: f"{u}: no answer within {timeout:g}s" for u in urls}
 
+    # no redirects (they would carry the token elsewhere), no proxies from the environment
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
+
     def send(url: str) -> None:
+        if not valid_notify_url(url):
+            reports[url] = f"{url!r}: not an http(s) URL, skipped"
+            return
         req = urllib.request.Request(f"{url.rstrip('/')}/admin/sync", data=b"", method="POST")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with opener.open(req, timeout=timeout) as resp:
                 reports[url] = f"{url}: notified ({resp.status})"
         except urllib.error.HTTPError as exc:
-            reports[url] = f"{url}: notify refused ({exc.code})"
+            why = "a redirect, not followed" if 300 <= exc.code < 400 else "refused"
+            reports[url] = f"{url}: notify {why} ({exc.code})"
         except (urllib.error.URLError, OSError) as exc:
             reports[url] = f"{url}: cannot notify ({getattr(exc, 'reason', exc)})"
 

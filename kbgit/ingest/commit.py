@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..embeddings import Embedder
-from ..errors import ConfigError
+from ..errors import ConfigError, DocumentError
 from ..format.ledger import DOCS_DIR, Ledger
 from ..format.trailers import Trailers
 from .chunking import Chunk
@@ -28,6 +28,8 @@ from .plan import (
     ProgressFn,
     build_ingest,
     embed_docs,
+    hidden_path,
+    load_bytes,
     load_changed,
     plan_changes,
     scan_folder,
@@ -129,21 +131,43 @@ def _doc_writes(
         build.deletes.append(f"{DOCS_DIR}/{path}")
 
 
-def _reload_stored_docs(txn: Transaction, ledger: Ledger) -> list[LoadedDoc]:
-    """Return documents written through the API (not from a folder), to re-embed them as-is.
+def _reload_stored_docs(
+    txn: Transaction, ledger: Ledger, embedder: Embedder
+) -> tuple[list[LoadedDoc], list[FileReport]]:
+    """Return the documents that live only in the store, to re-embed them under new settings.
 
-    They live only in the store (``docs/.langchain/...``): a model change must carry them
-    over with their ids, text and metadata, never drop them.
+    They sit in hidden folders no folder ingest reads (LangChain documents under
+    ``docs/.langchain/``, uploads under ``docs/.uploads/``): a model or chunking change must
+    carry them over (LangChain ones with their ids, text and metadata), never drop them.
     """
-    paths = [p for p, d in ledger.documents.items() if d.loader == LOADER]
-    out = []
-    for path in paths:
+    cfg = txn.writer.config
+    out: list[LoadedDoc] = []
+    failed: list[FileReport] = []
+    for path, entry in ledger.documents.items():
+        if entry.loader != LOADER and not hidden_path(path):
+            continue
         data = txn.repo.read_file(txn.head or "HEAD", f"{DOCS_DIR}/{path}")
         if data is None:
             raise FileNotFoundError(f"{DOCS_DIR}/{path} missing from HEAD")
-        doc = decode_doc(data)
-        out.append(LoadedDoc(path, data, LOADER, [Chunk(doc.text, doc.metadata)], [doc.id]))
-    return out
+        if entry.loader == LOADER:
+            doc = decode_doc(data)
+            out.append(LoadedDoc(path, data, LOADER, [Chunk(doc.text, doc.metadata)], [doc.id]))
+            continue
+        try:
+            out.append(
+                load_bytes(path, data, cfg.chunk_size, cfg.chunk_overlap, embedder.count_tokens)
+            )
+        except DocumentError as exc:
+            failed.append(FileReport(path, str(exc)))
+    return out, failed
+
+
+def stage_build(txn: Transaction, build: Build) -> None:
+    """Stage every file a build writes or deletes in the transaction."""
+    for path, data in build.writes.items():
+        txn.write(path, data)
+    for path in build.deletes:
+        txn.delete(path)
 
 
 def run_ingest(
@@ -183,9 +207,10 @@ def run_ingest(
     )
     failed = sorted(problems + failed, key=lambda f: f.path)
     if reembed and ledger is not None:
-        stored = _reload_stored_docs(txn, ledger)
+        stored, lost = _reload_stored_docs(txn, ledger, embedder)
         loaded += stored
-        plan.updated += [d.path for d in stored]
+        failed += lost
+        plan.updated += [d.path for d in stored] + [f.path for f in lost]
     ok = {d.path for d in loaded}
     added = [p for p in plan.added if p in ok]
     updated = [p for p in plan.updated if p in ok]
@@ -222,10 +247,7 @@ def run_ingest(
         chunking=cfg.chunking,
     )
     _doc_writes(txn, old, build, loaded, plan)
-    for path, data in build.writes.items():
-        txn.write(path, data)
-    for path in build.deletes:
-        txn.delete(path)
+    stage_build(txn, build)
     commit = txn.commit(*describe(plan, result, build))
     logger.info("ingest committed %s", commit[:12])
     return dataclasses.replace(

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DocumentError
+from ..errors import DocumentError, FormatError
+from ..format import jsonio
 
 LC_DIR = ".langchain"
 LOADER = "langchain"
@@ -44,9 +45,9 @@ def encode_doc(doc_id: str, text: str, metadata: dict[str, Any]) -> bytes:
 def decode_doc(data: bytes) -> LcDoc:
     """Parse a document file written by :func:`encode_doc`."""
     try:
-        obj = json.loads(data)
+        obj = jsonio.loads(data, "LangChain document")
         return LcDoc(str(obj["id"]), str(obj["page_content"]), dict(obj["metadata"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (FormatError, ValueError, KeyError, TypeError) as exc:
         raise DocumentError(f"malformed LangChain document file: {exc!r}") from exc
 
 

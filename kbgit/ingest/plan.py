@@ -19,7 +19,7 @@ import numpy as np
 
 from ..embeddings import Embedder
 from ..errors import DocumentError
-from ..format.ledger import LEDGER_PATH, DocEntry, Ledger
+from ..format.ledger import DocEntry, Ledger
 from ..format.manifest import (
     INDEX_DIR,
     MANIFEST_PATH,
@@ -30,6 +30,7 @@ from ..format.manifest import (
     segment_name,
     sha256,
 )
+from ..format.shards import encode_ledger
 from ..format.vector_index import Row
 from .chunking import Chunk, split_sections
 from .documents import load_document, loader_for
@@ -75,37 +76,89 @@ class Plan:
         return bool(self.added or self.updated or self.deleted or self.renamed)
 
 
-def _hidden(rel: str) -> bool:
+def hidden_path(rel: str) -> bool:
+    """Tell whether a path has a hidden segment (folder ingests neither read nor delete these)."""
     return any(part.startswith(".") for part in rel.split("/"))
+
+
+def open_regular(path: Path) -> int:
+    """Open a source file for reading; refuse symbolic links, FIFOs, sockets and devices."""
+    # O_NOFOLLOW: a link is never read (it could point anywhere, e.g. /etc/passwd);
+    # O_NONBLOCK: opening a FIFO must not block the ingest for ever
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError("not a regular file")
+    return fd
+
+
+def read_regular(path: Path) -> bytes:
+    """Return a source file's bytes (see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as fh:
+        return fh.read()
+
+
+def printable(rel: str) -> str:
+    """Return a path safe to print and to commit: undecodable bytes shown as \\xNN."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def name_problem(rel: str) -> str | None:
+    """Say why a file name cannot be stored (ledger, git, commit message), or None."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8: rename the file"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in rel):
+        return "file name contains control characters: rename the file"
+    return None
+
+
+def _walk(root: Path) -> tuple[list[Path], list[FileReport]]:
+    """List non-hidden files under root; report symbolic links (never followed)."""
+    paths: list[Path] = []
+    links: list[FileReport] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for d in [d for d in dirnames if (here / d).is_symlink()]:
+            rel = printable((here / d).relative_to(root).as_posix())
+            links.append(FileReport(rel, "symbolic link to a directory: not followed"))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink()
+        )
+        paths += [here / f for f in sorted(filenames) if not f.startswith(".")]
+    return paths, links
 
 
 def scan_folder(
     root: str | os.PathLike[str], progress: ProgressFn | None = None
 ) -> tuple[dict[str, SourceFile], list[FileReport]]:
-    """Hash every non-hidden file under root; return files by relative path and unreadables."""
+    """Hash every non-hidden file under root; return files by relative path and unreadables.
+
+    Symbolic links are reported and never followed: a link can point anywhere on the
+    machine, and whatever it points at would be committed, pushed and served.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DocumentError(f"{root} is not a directory")
-    paths: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        paths += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+    paths, problems = _walk(root)
     files: dict[str, SourceFile] = {}
-    problems: list[FileReport] = []
     for n, path in enumerate(paths, start=1):
         rel = path.relative_to(root).as_posix()
-        try:
-            if not stat.S_ISREG(path.stat().st_mode):
-                # a FIFO, socket or device: opening a FIFO would block the ingest for ever
-                raise OSError("not a regular file")
-            with open(path, "rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            files[rel] = SourceFile(rel, path, digest, path.stat().st_size)
-        except OSError as exc:
-            problems.append(FileReport(rel, f"unreadable: {exc.strerror or exc}"))
+        skip = name_problem(rel) or ("symbolic link: not followed" if path.is_symlink() else None)
+        if skip:
+            problems.append(FileReport(printable(rel), skip))
+        else:
+            try:
+                with os.fdopen(open_regular(path), "rb") as fh:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                    size = os.fstat(fh.fileno()).st_size
+                files[rel] = SourceFile(rel, path, digest, size)
+            except OSError as exc:
+                problems.append(FileReport(rel, f"unreadable: {exc.strerror or exc}"))
         if progress:
             progress("hash", n, len(paths))
-    return files, problems
+    return files, sorted(problems, key=lambda p: p.path)
 
 
 def plan_changes(
@@ -114,7 +167,7 @@ def plan_changes(
     """Diff the source folder against the ledger by content hash."""
     plan = Plan(reembed_all=reembed_all)
     old = ledger.documents
-    gone = [p for p in sorted(old) if p not in files and not _hidden(p)]
+    gone = [p for p in sorted(old) if p not in files and not hidden_path(p)]
     if reembed_all:
         plan.added = [p for p in sorted(files) if p not in old]
         plan.updated = [p for p in sorted(files) if p in old]
@@ -149,6 +202,19 @@ class LoadedDoc:
     ids: list[str] | None = None
 
 
+def load_bytes(
+    path: str, data: bytes, chunk_size: int, chunk_overlap: int, count_tokens: Callable[[str], int]
+) -> LoadedDoc:
+    """Read and chunk one document's bytes; raise DocumentError if it has no usable text."""
+    loader, sections = load_document(path, data)
+    chunks = split_sections(
+        sections, size=chunk_size, overlap=chunk_overlap, count_tokens=count_tokens
+    )
+    if not chunks:
+        raise DocumentError("no text content")
+    return LoadedDoc(path, data, loader, chunks)
+
+
 def load_changed(
     plan: Plan,
     files: Mapping[str, SourceFile],
@@ -165,14 +231,8 @@ def load_changed(
     for n, path in enumerate(todo, start=1):
         try:
             loader_for(path)
-            data = files[path].abspath.read_bytes()
-            loader, sections = load_document(path, data)
-            chunks = split_sections(
-                sections, size=chunk_size, overlap=chunk_overlap, count_tokens=count_tokens
-            )
-            if not chunks:
-                raise DocumentError("no text content")
-            loaded.append(LoadedDoc(path, data, loader, chunks))
+            data = read_regular(files[path].abspath)
+            loaded.append(load_bytes(path, data, chunk_size, chunk_overlap, count_tokens))
         except DocumentError as exc:
             failed.append(FileReport(path, str(exc)))
         except OSError as exc:
@@ -298,12 +358,20 @@ def build_ingest(
         ref, files = new_segment(seg_name, vectors, rows, dim)
         writes.update(files)
         segments.append(ref)
-    new_ledger = Ledger(model_id, dim, dict(chunking), docs)
-    ledger_raw = new_ledger.to_bytes()
-    writes[LEDGER_PATH] = ledger_raw  # serialized once: O(store), the costliest commit step
+    # a store keeps its format until `kbgit migrate`; format 2 writes only changed shards
+    files = encode_ledger(Ledger(model_id, dim, dict(chunking), docs, ledger.format), ledger)
+    writes.update(files.writes)
+    deletes += files.deletes
     live = sum(s.vectors - s.deleted for s in segments)
-    new_manifest = Manifest(generation, model_id, dim, tuple(segments), live, sha256(ledger_raw))
+    new_manifest = Manifest(
+        generation, model_id, dim, tuple(segments), live, sha256(files.root), ledger.format
+    )
     writes[MANIFEST_PATH] = new_manifest.to_bytes()
     return Build(
-        new_ledger, new_manifest, writes, deletes, len(rows), sum(len(v) for v in victims.values())
+        files.ledger,
+        new_manifest,
+        writes,
+        deletes,
+        len(rows),
+        sum(len(v) for v in victims.values()),
     )

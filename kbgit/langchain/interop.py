@@ -31,7 +31,7 @@ from ..embeddings import Embedder, load_embedder
 from ..errors import ConfigError, FormatError, PickleRefusedError
 from ..format.snapshot import Snapshot
 from ..fsio import write_atomic
-from ..gitrepo import GitRepo
+from ..gitrepo import GitRepo, redact
 from ..ingest.plan import ProgressFn
 from ..store import KnowledgeStore
 from .documents import LcDoc, commit_documents
@@ -183,7 +183,7 @@ def _check_new_hub(hub: str, config: StoreConfig | None) -> None:
     branch = config.branch if config else StoreConfig().branch
     if hub and GitRepo(".").run("ls-remote", "--heads", hub, branch):
         raise ConfigError(
-            f"the hub {hub} already has history",
+            f"the hub {redact(hub)} already has history",
             hint="an import starts a new history: create a new hub (kbgit hub create PATH)",
         )
 

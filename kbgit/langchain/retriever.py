@@ -64,6 +64,8 @@ def hits_to_documents(body: Any, url: str) -> list[Document]:
             meta.setdefault("source", hit["source"])
             meta["score"] = float(hit["score"])
             meta["commit"] = commit
+            if "retrievers" in hit:
+                meta["retrievers"] = dict(hit["retrievers"])
             docs.append(Document(id=str(hit["chunk_id"]), page_content=hit["text"], metadata=meta))
         return docs
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -74,8 +76,10 @@ class KbgitHTTPRetriever(BaseRetriever):
     """Retrieve chunks from a kbgit query service (``POST /query``), read-only.
 
     Each Document's ``id`` is the chunk id; its metadata holds the chunk's metadata plus
-    ``source`` (document path), ``score`` (cosine similarity) and ``commit`` (the one
-    commit every hit of that answer came from).
+    ``source`` (document path), ``score`` (the mode's score: cosine, BM25 or fused),
+    ``commit`` (the one commit every hit of that answer came from) and ``retrievers``
+    (the rank each retriever gave it). ``mode`` (dense, lexical, hybrid) and ``alpha``
+    are sent when set; the service's default mode applies otherwise.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -85,6 +89,10 @@ class KbgitHTTPRetriever(BaseRetriever):
     #: keep only documents whose path starts with this prefix (or one of these prefixes)
     source: str | list[str] | None = None
     score_threshold: float | None = None
+    #: dense, lexical or hybrid (None: the service's default)
+    mode: str | None = None
+    #: weight of dense in hybrid mode (None: the service's default)
+    alpha: float | None = None
     #: sent as ``Authorization: Bearer <token>`` when set
     token: SecretStr | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -94,7 +102,7 @@ class KbgitHTTPRetriever(BaseRetriever):
 
     def _payload(self, query: str, overrides: dict[str, Any]) -> dict[str, Any]:
         overrides.pop("verbose", None)  # LangChain's own invoke() option
-        unknown = set(overrides) - {"k", "source", "score_threshold"}
+        unknown = set(overrides) - {"k", "source", "score_threshold", "mode", "alpha"}
         if unknown:
             raise QueryError(f"unknown search option(s): {', '.join(sorted(unknown))}")
         k = overrides.get("k", self.k)
@@ -105,6 +113,10 @@ class KbgitHTTPRetriever(BaseRetriever):
             payload["filter"] = {"source": source if isinstance(source, str) else list(source)}
         if threshold is not None:
             payload["score_threshold"] = threshold
+        for key in ("mode", "alpha"):
+            value = overrides.get(key, getattr(self, key))
+            if value is not None:
+                payload[key] = value
         return payload
 
     def query(self, query: str, **overrides: Any) -> dict[str, Any]:

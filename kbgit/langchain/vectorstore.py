@@ -14,6 +14,7 @@ hidden, so a ``kbgit ingest`` of a source folder never deletes these documents.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import uuid
@@ -29,6 +30,8 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from ..embeddings import Embedder
 from ..errors import ConfigError, DocumentError
 from ..format.snapshot import Snapshot
+from ..retrieval.fusion import HybridOptions
+from ..retrieval.search import search
 from ..store import KnowledgeStore
 from .documents import LC_DIR, LcDoc, commit_documents, json_metadata, normalize
 from .embeddings import EmbeddingsEmbedder, KbgitEmbeddings, as_embedder, embed_query
@@ -60,8 +63,12 @@ class KbgitVectorStore(VectorStore):
         *,
         model_id: str | None = None,
         push: bool = True,
+        mode: str = "dense",
     ) -> None:
         self.store = store if isinstance(store, KnowledgeStore) else KnowledgeStore(store)
+        #: default retrieval of similarity_search: dense (LangChain's vector semantics),
+        #: lexical or hybrid; a ``mode=`` (and ``alpha=``) search argument overrides it
+        self.options = HybridOptions(mode=mode)
         self._embedding = embedding
         self.embedder = as_embedder(embedding, model_id) if embedding else self.store.embedder
         self.push = push
@@ -235,11 +242,44 @@ class KbgitVectorStore(VectorStore):
         filter: Any = None,
         **kwargs: Any,  # noqa: A002
     ) -> list[tuple[Document, float]]:
-        """Return (document, cosine similarity) pairs for a query, best first."""
-        if self._snapshot() is None:
+        """Return (document, score) pairs for a query, best first.
+
+        ``mode=`` dense (cosine similarity, the default), lexical (BM25) or hybrid (fused);
+        ``alpha=`` weighs dense in hybrid mode. Filters apply in every mode; in lexical
+        and hybrid modes each Document's metadata says which retrievers found it.
+        """
+        state = self._snapshot()
+        if state is None:
             return []
-        vector = embed_query(self.embedder, query)
-        return self.similarity_search_with_score_by_vector(vector, k, filter, **kwargs)
+        opts = self._options(kwargs)
+        if opts.mode == "dense":
+            vector = embed_query(self.embedder, query)
+            return self.similarity_search_with_score_by_vector(vector, k, filter, **kwargs)
+        snap, rows = state
+        match = metadata_matcher(filter) if filter is not None else None
+        hits = search(
+            snap,
+            query,
+            k,
+            opts,
+            embed=lambda t: normalize(np.asarray(embed_query(self.embedder, t))),
+            lexical=lambda: self.store.lexical.get(snap),
+            source=kwargs.get("source"),
+            score_threshold=kwargs.get("score_threshold"),
+            row_filter=None
+            if match is None
+            else lambda r: match(hit_document(r.id, rows[r.id][0], "", r.meta).metadata),
+        )
+        out = []
+        for h in hits:
+            doc = hit_document(h.chunk_id, *rows[h.chunk_id])
+            doc.metadata["retrievers"] = dict(h.retrievers)
+            out.append((doc, h.score))
+        return out
+
+    def _options(self, kwargs: dict[str, Any]) -> HybridOptions:
+        given = {key: kwargs.pop(key) for key in ("mode", "alpha") if key in kwargs}
+        return dataclasses.replace(self.options, **given) if given else self.options
 
     def similarity_search(
         self,

@@ -34,11 +34,14 @@ import filelock
 from ..config import CONFIG_NAME, DEFAULT_BRANCH, HUB_REMOTE, StoreConfig
 from ..embeddings import BUNDLED_MODEL, BUNDLED_MODEL_ID, FAKE_PREFIX
 from ..errors import ConfigError, GitError, HubMovedError, LockedError
+from ..fencing import check as fence_check
+from ..fencing import claim, release
 from ..format.checks import SegmentCache
 from ..format.ledger import LEDGER_PATH, Ledger
+from ..format.signatures import check_key
 from ..format.snapshot import load_snapshot
 from ..fsio import write_atomic
-from ..gitrepo import GitRepo
+from ..gitrepo import GitRepo, redact
 from ..store import KnowledgeStore
 from ..writer import LOCK_NAME
 from .follower import FOLLOWER_LOCK
@@ -65,8 +68,12 @@ class PromoteResult:
     caught_up: int
     #: False when the hub could not be reached (promoted from the local clone)
     hub_reachable: bool
-    #: False when the directory was already a working store (nothing rewritten)
+    #: False when the directory was already a working store holding the writer role
     changed: bool = True
+    #: the epoch of the writer record this store now holds (refs/kbgit/writer on the hub)
+    epoch: int | None = None
+    #: True when the hub was unreachable: the claim is pushed by the first write
+    claim_pending: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +176,16 @@ def _catch_up(repo: GitRepo, branch: str) -> tuple[int, bool]:
 
 
 def promote(
-    replica: str | os.PathLike[str], *, model: str | None = None, author: str | None = None
+    replica: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    author: str | None = None,
+    signing_key: str | os.PathLike[str] | None = None,
 ) -> PromoteResult:
-    """Turn a standby's replica into the writer: a store `kbgit ingest` accepts."""
+    """Turn a standby's replica into the writer: a store `kbgit ingest` accepts.
+
+    With ``signing_key`` (this node's own SSH key) every commit it writes is signed.
+    """
     root = Path(replica)
     if not (root / ".git").is_dir():
         raise ConfigError(f"{root} is not a replica", hint="promote a kbgit standby's directory")
@@ -182,25 +196,45 @@ def promote(
             store = KnowledgeStore(root)
             head = store.repo.head()
             if store.config.hub and head is not None:
-                return PromoteResult(
-                    str(root), store.config.hub, store.config.branch, head,
-                    store.config.model, 0, True, changed=False,
-                )  # fmt: skip
+                return _reclaim(store, head)
         caught_up, reachable = _catch_up(repo, branch)
         head = repo.head()
         if head is None:
             raise ConfigError(f"{root} has no commits yet", hint="let the standby sync first")
-        raw = repo.read_file(head, LEDGER_PATH)
-        if raw is None:
+        if repo.read_file(head, LEDGER_PATH) is None:
             raise ConfigError(f"HEAD of {root} is not a kbgit commit")
-        load_snapshot(repo, head, cache=SegmentCache())  # full verification
-        config = settings_from_ledger(Ledger.from_bytes(raw), hub, branch, model)
+        snap = load_snapshot(repo, head, cache=SegmentCache())  # full verification
+        config = settings_from_ledger(snap.ledger, hub, branch, model)
         if author:
             config = dataclasses.replace(config, author=author)
+        if signing_key:
+            config = dataclasses.replace(config, signing_key=str(check_key(signing_key)))
+        record = claim(repo, HUB_REMOTE, reachable=reachable)  # CAS: one winner
         _write_config(root, config)
         repo.run("reset", "--quiet", "--hard", head)  # a clean tree: ingest repairs nothing
-    logger.info("promoted %s at %s (hub %s)", root, head[:12], hub)
-    return PromoteResult(str(root), hub, branch, head, config.model, caught_up, reachable)
+    logger.info("promoted %s at %s (hub %s)", root, head[:12], redact(hub))
+    return PromoteResult(
+        str(root), redact(hub), branch, head, config.model, caught_up, reachable,
+        epoch=record.epoch, claim_pending=not reachable,
+    )  # fmt: skip
+
+
+def _reclaim(store: KnowledgeStore, head: str) -> PromoteResult:
+    """Promote a working store: take the writer role unless it holds it already."""
+    config, hub = store.config, redact(store.config.hub)
+    try:
+        status = fence_check(store.repo, HUB_REMOTE)
+    except GitError as exc:
+        logger.warning("hub unreachable, the writer role is unchanged: %s", exc)
+        return PromoteResult(str(store.root), hub, config.branch, head, config.model, 0, False,
+                             changed=False)  # fmt: skip
+    if status.held and not status.pending and status.local is not None:
+        epoch, changed = status.local.epoch, False
+    else:
+        epoch, changed = claim(store.repo, HUB_REMOTE).epoch, True
+    return PromoteResult(
+        str(store.root), hub, config.branch, head, config.model, 0, True, changed, epoch
+    )
 
 
 def _write_config(root: Path, config: StoreConfig) -> None:
@@ -224,12 +258,12 @@ def rejoin(store: str | os.PathLike[str]) -> RejoinResult:
             upstream = repo.fetch(HUB_REMOTE, branch)
         except GitError as exc:
             raise GitError(
-                f"cannot reach the hub {hub}: {exc.stderr or exc}",
+                f"cannot reach the hub {redact(hub)}: {redact(exc.stderr or str(exc))}",
                 stderr=exc.stderr,
                 hint="rejoin needs the hub; nothing was changed",
             ) from exc
         if upstream is None:
-            raise ConfigError(f"the hub {hub} has no branch {branch!r}: nothing to rejoin")
+            raise ConfigError(f"the hub {redact(hub)} has no branch {branch!r}: nothing to rejoin")
         load_snapshot(repo, upstream, cache=SegmentCache())  # refuse to sit on a bad commit
         head = repo.head()
         orphan, count = None, 0
@@ -240,12 +274,13 @@ def rejoin(store: str | os.PathLike[str]) -> RejoinResult:
         (root / ".git" / "index.lock").unlink(missing_ok=True)
         repo.run("reset", "--quiet", "--hard", upstream)
         repo.run("clean", "-fdq", "--", "docs", "index")
+        release(repo)  # a standby holds no writer claim
         config = root / CONFIG_NAME
         if config.exists():  # a standby has no kb.toml: ingest on it must not look normal
             config.replace(root / ".git" / OLD_CONFIG)
     if orphan:
         logger.warning("%s: kept %d unpushed commit(s) on %s", root, count, orphan)
-    return RejoinResult(str(root), hub, branch, upstream, head, orphan, count)
+    return RejoinResult(str(root), redact(hub), branch, upstream, head, orphan, count)
 
 
 __all__ = ["ORPHAN_PREFIX", "PromoteResult", "RejoinResult", "promote", "rejoin"]

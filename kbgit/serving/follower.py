@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 import shutil
 import threading
 import time
@@ -30,7 +29,8 @@ import schedule
 
 from ..config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL, HUB_REMOTE
 from ..errors import GitError, IntegrityError, KbgitError
-from ..gitrepo import GitRepo, absolute_remote
+from ..fencing import check as fence_check
+from ..gitrepo import GitRepo, absolute_remote, redact
 from .service import KnowledgeService, Loaded
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,11 @@ class SyncResult:
         return self.status in (OK, UPDATED)
 
 
-def redact(url: str) -> str:
-    """Strip credentials from a URL before it is shown or logged."""
-    return re.sub(r"(://)[^/@]+@", r"\1", url)
+def describe(exc: BaseException) -> str:
+    """Return a one-line reason for a failure (kbgit's own message, else type and text)."""
+    if isinstance(exc, KbgitError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
 
 
 class Follower:
@@ -105,6 +107,8 @@ class Follower:
         """Make the replica usable: create it if absent, re-clone it if corrupt, load HEAD."""
         if self.hub:
             self._ensure_replica()
+        else:
+            self._check_writer()  # a fenced primary must not answer, even at start
         head = self.repo.head() if (self.service.path / ".git").exists() else None
         if head is None:
             return
@@ -117,6 +121,10 @@ class Follower:
             logger.error("%s: local clone is corrupt (%s): re-cloning", self.service.name, exc)
             self._move_aside()
             self._ensure_replica()
+        except Exception as exc:  # e.g. its model is not allowed here or cannot load
+            self.service.refuse(head, describe(exc))
+            self._record(SyncResult(REFUSED, self.service.commit, head, describe(exc)))
+            raise
 
     def _ensure_replica(self) -> None:
         path = self.service.path
@@ -168,6 +176,9 @@ class Follower:
                 if self.hub and not self._local_ok():  # e.g. objects lost under the clone
                     self._move_aside()
                     self._ensure_replica()
+            except Exception as exc:  # a bug must not stop the follower: recorded, backoff
+                logger.exception("%s: sync attempt failed", self.service.name)
+                result = SyncResult(ERROR, self.service.commit, st.upstream_head, describe(exc))
             result = dataclasses.replace(
                 result,
                 seconds=round(time.monotonic() - started, 4),
@@ -190,7 +201,27 @@ class Follower:
             if previous != result.status or st.failures_in_row in (1, 10, 100, 1000):
                 logger.warning("%s: sync %s: %s", self.service.name, result.status, result.error)
 
+    def _check_writer(self) -> None:
+        """Fence this primary when the hub's writer record names another store."""
+        st = self.service.sync
+        if not (self.service.path / ".git").is_dir() or self.repo.remote_url(HUB_REMOTE) is None:
+            return
+        try:
+            with self._stage("writer"):
+                status = fence_check(self.repo, HUB_REMOTE)
+        except GitError as exc:  # hub unreachable: keep the last verdict, say so
+            st.writer = {**(st.writer or {}), "error": redact(exc.stderr or str(exc))}
+            return
+        st.writer = {**status.hub.to_json(), "held": status.held} if status.hub else None
+        fenced = status.describe() if status.held is False else None
+        if fenced != st.fenced:
+            log = logger.error if fenced else logger.warning
+            log("%s: %s", self.service.name, f"fenced: {fenced}" if fenced else "writer again")
+        st.fenced = fenced
+        st.role = "fenced" if fenced else "primary"
+
     def _sync_primary(self, started: float) -> SyncResult:
+        self._check_writer()
         head = self.repo.head()
         self.service.sync.upstream_head = head
         if head is None or head == self.service.commit:
@@ -208,7 +239,9 @@ class Follower:
             if not self._local_ok():
                 self._move_aside()
                 self._ensure_replica()
-            return SyncResult(ERROR, self.service.commit, st.upstream_head, f"fetch: {exc.stderr}")
+            return SyncResult(
+                ERROR, self.service.commit, st.upstream_head, f"fetch: {redact(exc.stderr)}"
+            )
         st.upstream_head = upstream
         head = self.repo.head()
         self._measure_lag(upstream)
@@ -251,20 +284,22 @@ class Follower:
 
         clock = [time.monotonic()]
 
-        def verified() -> None:  # only after verification, before the swap
+        def verified() -> None:  # after verification, while the model may still load
             self._stages["verify"] = time.monotonic() - clock[0]
-            if move:
-                with self._stage("fast_forward"):
-                    self.repo.run("merge", "--ff-only", "--quiet", commit)
             clock[0] = time.monotonic()
 
         try:
             loaded: Loaded = svc.prepare(commit, verified=verified)
-        except IntegrityError as exc:
-            svc.refuse(commit, str(exc))
+        except GitError:
+            raise  # the clone or git, not the commit: an error, retried with backoff
+        except Exception as exc:  # noqa: BLE001 - any failure refuses the commit, recorded
+            svc.refuse(commit, describe(exc))
             svc.forget_unused()
-            return SyncResult(REFUSED, svc.commit, commit, str(exc))
+            return SyncResult(REFUSED, svc.commit, commit, describe(exc))
         self._stages["model"] = time.monotonic() - clock[0]
+        if move:  # only a commit that verified AND loaded moves the replica
+            with self._stage("fast_forward"):
+                self.repo.run("merge", "--ff-only", "--quiet", commit)
         with self._stage("swap"):
             svc.install(loaded, started)
         self._measure_lag(self.service.sync.upstream_head if self.hub else commit)

@@ -26,11 +26,17 @@ from typing import Any
 
 from ..config import MAX_K
 from ..embeddings import Embedder, load_embedder
-from ..errors import KbgitError, NotReadyError, QueryError
+from ..errors import ConfigError, IntegrityError, KbgitError, NotReadyError, QueryError
 from ..format.checks import SegmentCache
 from ..format.manifest import MANIFEST_PATH, Manifest
+from ..format.signatures import new_commits, require_signed
 from ..format.snapshot import Snapshot, load_snapshot
 from ..gitrepo import GitRepo
+from ..models import ModelAllowList, check_model_id
+from ..retrieval.evals import Score, served_score
+from ..retrieval.fusion import HybridOptions
+from ..retrieval.lexical import LexicalIndex
+from ..retrieval.search import LexicalIndexes, search
 from ..store import QueryResult
 
 logger = logging.getLogger(__name__)
@@ -46,6 +52,10 @@ class Loaded:
     snapshot: Snapshot
     embedder: Embedder
     loaded_at: float
+    #: who signed the commit (allowed-signers principal); None when signatures are off
+    signer: str | None = None
+    #: BM25 over the same snapshot's live chunks (built before the swap)
+    lexical: LexicalIndex | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +89,10 @@ class SyncState:
     refused: list[Refusal] = dataclasses.field(default_factory=list)
     refused_total: int = 0
     diverged: bool = False
+    #: a primary fenced by a promotion: why (None while it holds the writer role)
+    fenced: str | None = None
+    #: the hub's writer record (refs/kbgit/writer) as a primary last saw it
+    writer: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``sync`` section of /health."""
@@ -91,6 +105,8 @@ class SyncState:
             "failures_in_row": self.failures_in_row,
             "upstream_head": self.upstream_head,
             "diverged": self.diverged,
+            "fenced": self.fenced,
+            "writer": self.writer,
         }
 
 
@@ -143,10 +159,15 @@ def freeze_long_lived() -> None:
 
 
 class EmbedderPool:
-    """Embedders shared by every store of a process, one per model id, preloaded."""
+    """Embedders shared by every store of a process, one per model id, preloaded.
 
-    def __init__(self, threads: int | None = 1) -> None:
+    A commit's model id is only a name: ``models`` (from local settings) says what it
+    may load, and nothing outside that list is ever loaded (kbgit/models.py).
+    """
+
+    def __init__(self, threads: int | None = 1, models: ModelAllowList | None = None) -> None:
         self.threads = threads
+        self.models = models or ModelAllowList()
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
 
@@ -156,20 +177,28 @@ class EmbedderPool:
 
     def warm(self, model_id: str) -> None:
         """Load ``model_id`` in the background; errors surface on the next :meth:`get`."""
-        with contextlib.suppress(KbgitError):
+        try:
             self.get(model_id)
+        except Exception as exc:  # noqa: BLE001 - reported by the get() that needs it
+            logger.debug("warming %s failed: %s", model_id, exc)
 
     def get(self, model_id: str) -> Embedder:
         """Return the embedder for ``model_id``, loading its weights now if needed."""
-        with self._lock:
-            emb = self._embedders.get(model_id)
-            if emb is None:
-                emb = load_embedder(model_id, threads=self.threads)
-                self._embedders[model_id] = emb
-        load = getattr(emb, "load", None)
-        if callable(load):
-            load()  # hot, not warm: the weights are in memory before the swap
-            emb.embed(["warm up"])
+        setting = self.models.resolve(model_id)  # refuses a model not allowed here
+        try:
+            with self._lock:
+                emb = self._embedders.get(model_id)
+                if emb is None:
+                    emb = load_embedder(setting, threads=self.threads)
+                    self._embedders[model_id] = emb
+            load = getattr(emb, "load", None)
+            if callable(load):
+                load()  # hot, not warm: the weights are in memory before the swap
+                emb.embed(["warm up"])
+        except KbgitError:
+            raise
+        except Exception as exc:  # a broken model directory: any library error
+            raise ConfigError(f"cannot load model {model_id}: {type(exc).__name__}: {exc}") from exc
         return emb
 
 
@@ -185,11 +214,20 @@ class KnowledgeService:
         role: str = "primary",
         upstream: str = "",
         manage_gc: bool = False,
+        allowed_signers: str = "",
     ) -> None:
         self.name = name
+        #: allowed-signers file; when set, only commits signed by its keys are served
+        self.allowed_signers = allowed_signers
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
+        #: per-segment BM25 terms cached by content; one lexical index per loaded commit
+        self.lexical = LexicalIndexes()
+        #: how queries that name no mode retrieve
+        self.options = HybridOptions()
+        #: (commit, score) of the last served commit's own evals/ (None: it has none)
+        self.eval_score: tuple[str, Score] | None = None
         self.embedders = embedders or EmbedderPool()
         self.sync = SyncState(role=role, upstream=upstream)
         #: a server process sets this: freeze served snapshots out of the cyclic GC
@@ -209,8 +247,8 @@ class KnowledgeService:
 
     @property
     def ready(self) -> bool:
-        """Tell whether queries can be answered (index and model in memory)."""
-        return self._current is not None
+        """Tell whether queries can be answered (index and model in memory, not fenced)."""
+        return self._current is not None and self.sync.fenced is None
 
     @property
     def commit(self) -> str | None:
@@ -225,22 +263,46 @@ class KnowledgeService:
         ``verified`` runs once the commit has passed verification, while the model may
         still be loading (the follower fast-forwards the replica there).
         """
+        signer = self._check_signed(rev)
         self._warm_model(rev)
         with gc_paused():
             snap = load_snapshot(self.repo, rev, cache=self.cache)
         if verified is not None:
             verified()
+        lexical = self.lexical.get(snap)
         embedder = self.embedders.get(snap.ledger.model_id)
-        return Loaded(snap, embedder, time.time())
+        if embedder.dim != snap.ledger.dim:
+            raise IntegrityError(
+                f"model {snap.ledger.model_id} makes {embedder.dim}-d vectors, "
+                f"the commit holds {snap.ledger.dim}-d ones"
+            )
+        return Loaded(snap, embedder, time.time(), signer=signer, lexical=lexical)
+
+    def _check_signed(self, rev: str) -> str | None:
+        """Require an allowed signature on every commit ``rev`` adds to the served one."""
+        if not self.allowed_signers:
+            return None
+        commit = self.repo.rev_parse(rev) or rev
+        added = [c for c in new_commits(self.repo, commit, self.commit) if c != commit]
+        return require_signed(self.repo, [commit, *added], self.allowed_signers)[0].signer
 
     def _warm_model(self, rev: str) -> None:
-        """Start loading the model the commit names while its index is verified."""
+        """Start loading the commit's model while its index is verified, if it may load it.
+
+        Only a model id that passes :func:`check_model_id` and this host's allow-list
+        starts a load, so what loads is chosen by local settings, never by the commit.
+        """
         raw = self.repo.read_file(rev, MANIFEST_PATH)
         try:
-            model_id = Manifest.from_bytes(raw).model_id if raw else None
+            manifest = Manifest.from_bytes(raw) if raw else None
+            if manifest is None:
+                return
+            check_model_id(manifest.model_id, manifest.dim)
+            self.embedders.models.resolve(manifest.model_id)
         except KbgitError:
-            return  # verification will report it
-        if model_id and not self.embedders.has(model_id):
+            return  # verification (or get()) will report it
+        model_id = manifest.model_id
+        if not self.embedders.has(model_id):
             threading.Thread(
                 target=self.embedders.warm, args=(model_id,), name="kbgit-model", daemon=True
             ).start()
@@ -252,10 +314,12 @@ class KnowledgeService:
         snap = loaded.snapshot
         changed = old is None or old.snapshot.commit != snap.commit
         del old  # freed here by reference counting, or when its last query returns
-        self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs))
+        self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
+        self.lexical.retain(snap)
         if self.manage_gc:
             freeze_long_lived()
         if changed:
+            self._score_evals(loaded)
             took = time.monotonic() - started if started is not None else 0.0
             self.reloads += 1
             self.reload_seconds += took
@@ -267,6 +331,26 @@ class KnowledgeService:
                 snap.vectors,
                 took,
             )
+
+    def _score_evals(self, loaded: Loaded) -> None:
+        """Score the served commit's own eval sets in the background (for /metrics)."""
+        snap = loaded.snapshot
+
+        def run() -> None:
+            try:
+                score = served_score(
+                    self.repo,
+                    snap,
+                    self.options,
+                    embed=lambda t: loaded.embedder.embed([t])[0],
+                    lexical=lambda: loaded.lexical or self.lexical.get(snap),
+                )
+            except KbgitError as exc:
+                logger.warning("%s: eval of %s failed: %s", self.name, snap.commit[:12], exc)
+                return
+            self.eval_score = (snap.commit, score) if score else None
+
+        threading.Thread(target=run, name="kbgit-eval", daemon=True).start()
 
     def reload(self, rev: str = "HEAD") -> Snapshot:
         """Verify and swap in ``rev``; on failure keep serving and raise the error."""
@@ -288,7 +372,9 @@ class KnowledgeService:
         """Drop cached segments the served snapshot does not use (after a refused load)."""
         cur = self._current
         if cur is not None:
-            self.cache.retain(set(cur.snapshot.cache_keys), set(cur.snapshot.doc_blobs))
+            snap = cur.snapshot
+            self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
+            self.lexical.retain(snap)
 
     def refuse(self, commit: str, reason: str) -> None:
         """Record that ``commit`` failed verification and is not served."""
@@ -307,18 +393,31 @@ class KnowledgeService:
         *,
         source: str | Sequence[str] | None = None,
         score_threshold: float | None = None,
+        options: HybridOptions | None = None,
     ) -> QueryResult:
         """Answer from the current snapshot only (the whole answer names one commit)."""
         cur = self._current
         if cur is None:
             raise NotReadyError(f"store {self.name!r} is not loaded yet", hint="retry shortly")
-        if not text or not text.strip():
-            raise QueryError("query text is empty")
+        if self.sync.fenced is not None:  # its data may be stale: the writer moved elsewhere
+            raise NotReadyError(
+                f"store {self.name!r} is fenced: {self.sync.fenced}",
+                hint="ask the new primary; rejoin this one as a standby: kbgit rejoin STORE",
+            )
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
-        vector = cur.embedder.embed([text])[0]
-        hits = cur.snapshot.search(vector, k, source=source, score_threshold=score_threshold)
-        return QueryResult(cur.snapshot.commit, hits)
+        snap = cur.snapshot
+        hits = search(
+            snap,
+            text,
+            k,
+            options or self.options,
+            embed=lambda t: cur.embedder.embed([t])[0],
+            lexical=lambda: cur.lexical or self.lexical.get(snap),
+            source=source,
+            score_threshold=score_threshold,
+        )
+        return QueryResult(snap.commit, list(hits))
 
     def lag_seconds(self, now: float | None = None) -> float:
         """Return how stale the served data may be, in seconds (0 when caught up)."""
@@ -339,7 +438,7 @@ class KnowledgeService:
         return {
             "store": self.name,
             "role": st.role,
-            "ready": cur is not None,
+            "ready": self.ready,
             "index": {
                 "loaded": snap is not None,
                 "vectors": snap.vectors if snap else 0,
@@ -354,6 +453,7 @@ class KnowledgeService:
                 "commit": snap.commit if snap else None,
                 "time": _iso(snap.commit_time) if snap else None,
                 "loaded_at": _iso(cur.loaded_at) if cur else None,
+                "signer": cur.signer if cur else None,
             },
             "sync": st.to_json(),
             "lag": {"seconds": self.lag_seconds(), "commits": st.lag_commits},

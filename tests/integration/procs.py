@@ -43,14 +43,26 @@ def wait_for(pred: Callable[[], object], timeout: float, step: float = 0.1, what
 
 
 class KbgitProc:
-    """``python -m kbgit ARGS --bind 127.0.0.1:PORT`` with its log in a file."""
+    """``python -m kbgit ARGS --bind 127.0.0.1:PORT`` with its log in a file.
 
-    def __init__(self, args: Sequence[str], log: Path, port: int | None = None) -> None:
-        self.args, self.log = list(args), log
+    The one process helper of the integration tests and the benchmarks (bench/ imports it).
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        log: Path,
+        port: int | None = None,
+        *,
+        token: str = TOKEN,
+        log_level: str = "info",
+    ) -> None:
+        self.args, self.log, self.token = list(args), log, token
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "KBGIT_TOKEN": TOKEN, "OMP_WAIT_POLICY": "PASSIVE"}
-        cmd = [sys.executable, "-m", "kbgit", "--log-level", "info", *self.args]
+        env = {**os.environ, "KBGIT_TOKEN": token, "OMP_WAIT_POLICY": "PASSIVE"}
+        cmd = [sys.executable, "-m", "kbgit", "--log-level", log_level, *self.args]
+        self.started = time.monotonic()
         with open(log, "ab") as fh:
             self.proc = subprocess.Popen(
                 [*cmd, "--bind", f"127.0.0.1:{self.port}"],
@@ -66,17 +78,36 @@ class KbgitProc:
 
     def ready(self) -> bool:
         """Tell whether /ready answers 200 (fail if the process died)."""
-        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
         try:
             return requests.get(self.url + "/ready", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        """Wait for /ready; return the seconds it took."""
-        began = time.monotonic()
-        wait_for(self.ready, timeout, what=f"{self.args[0]} ready on {self.port}")
-        return time.monotonic() - began
+        """Wait for /ready; return the seconds since the process was started."""
+        wait_for(self.ready, timeout, step=0.02, what=f"{self.args[0]} ready on {self.port}")
+        return time.monotonic() - self.started
+
+    def health(self) -> dict:
+        """Return the parsed /health answer."""
+        return requests.get(self.url + "/health", timeout=5).json()
+
+    def head(self) -> str | None:
+        """Return the commit the server answers from."""
+        return self.health()["head"]["commit"]
+
+    def query(self, text: str, k: int = 5) -> requests.Response:
+        """POST /query."""
+        return requests.post(self.url + "/query", json={"query": text, "k": k}, timeout=10)
+
+    def sync(self, wait: bool = True, timeout: float = 60) -> requests.Response:
+        """POST /admin/sync (with ``?wait=1``: the answer carries each store's result)."""
+        return requests.post(
+            self.url + "/admin/sync" + ("?wait=1" if wait else ""),
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=timeout,
+        )
 
     def signal(self, sig: int) -> None:
         """Send a signal (SIGKILL, SIGSTOP, SIGCONT ...)."""
@@ -89,7 +120,7 @@ class KbgitProc:
             os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)

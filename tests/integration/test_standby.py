@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,74 +17,10 @@ from kbgit.hub import hooks as hub_hooks
 
 from ..conftest import write_docs
 from ..serve_helpers import chunk_ids, corrupt_commit, wait_until
+from .procs import TOKEN
+from .procs import KbgitProc as Proc
 
 pytestmark = pytest.mark.integration
-TOKEN = "integration-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
-    """A kbgit server process; its log goes to a file; killed at teardown."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {**os.environ, "KBGIT_TOKEN": TOKEN, "OMP_WAIT_POLICY": "PASSIVE"}
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kbgit",
-                    "--log-level",
-                    "info",
-                    *args,
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def ready() -> bool:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                return requests.get(self.url + "/ready", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(ready, timeout=timeout, step=0.1)
-
-    def health(self) -> dict:
-        return requests.get(self.url + "/health", timeout=5).json()
-
-    def query(self, text: str, k: int = 5) -> requests.Response:
-        return requests.post(self.url + "/query", json={"query": text, "k": k}, timeout=10)
-
-    def sync(self, wait: bool = True) -> requests.Response:
-        return requests.post(
-            self.url + "/admin/sync" + ("?wait=1" if wait else ""),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=30,
-        )
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -1,0 +1,156 @@
+"""Answer a query from one snapshot in any mode: dense, lexical or hybrid.
+
+Both the library (``KnowledgeStore.query``, which also serves ``--rev``) and a server
+(``KnowledgeService.query``) call :func:`search` with one snapshot and the lexical index
+built from that same snapshot, so an answer never mixes two commits. Each hit says which
+retrievers found it and at what rank (1-based, within that retriever's candidates).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..errors import QueryError
+from ..format.snapshot import Hit, Snapshot
+from ..format.vector_index import Row
+from .fusion import HybridOptions, fuse
+from .lexical import LexicalIndex, TermsCache, live_mask
+from .tokenize import DEFAULT_CJK
+
+#: lexical indexes kept per process (the served commit, the one being loaded, a --rev)
+KEEP_INDEXES = 3
+#: the most hits one query may ask for (a server caps k lower: config.MAX_K)
+MAX_HITS = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedHit(Hit):
+    """A hit and the rank each retriever gave it, e.g. ``{"dense": 3, "lexical": 1}``."""
+
+    retrievers: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class LexicalIndexes:
+    """Lexical indexes per commit, built from per-segment term matrices cached by content."""
+
+    def __init__(self, cjk: str = DEFAULT_CJK) -> None:
+        self.cjk = cjk
+        self.terms = TermsCache()
+        self._by_commit: collections.OrderedDict[str, LexicalIndex] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, snap: Snapshot) -> LexicalIndex:
+        """Return the lexical index of ``snap``'s commit, building only new segments."""
+        with self._lock:
+            idx = self._by_commit.get(snap.commit)
+            if idx is not None:
+                self._by_commit.move_to_end(snap.commit)
+                return idx
+        idx = self._build(snap)
+        with self._lock:
+            self._by_commit[snap.commit] = idx
+            while len(self._by_commit) > KEEP_INDEXES:
+                self._by_commit.popitem(last=False)
+        return idx
+
+    def _build(self, snap: Snapshot) -> LexicalIndex:
+        live: dict[str, list[Row]] = collections.defaultdict(list)
+        for name, row in snap.index.rows():
+            live[name].append(row)
+        parts = []
+        for ref in snap.manifest.segments:
+            rows = live.get(ref.name, [])
+            ids = {r.id for r in rows}
+            terms = self.terms.get((ref.rows.sha256, self.cjk), rows, ids)
+            parts.append((ref.name, terms, live_mask(terms, ids)))
+        return LexicalIndex(snap.commit, parts, self.cjk)
+
+    def retain(self, snap: Snapshot) -> None:
+        """Keep only what ``snap`` uses (after a swap)."""
+        with self._lock:
+            keep = {c: i for c, i in self._by_commit.items() if c == snap.commit}
+            self._by_commit = collections.OrderedDict(keep)
+        self.terms.retain({(ref.rows.sha256, self.cjk) for ref in snap.manifest.segments})
+
+
+def _row_filter(
+    snap: Snapshot,
+    source: str | Sequence[str] | None,
+    row_filter: Callable[[Row], bool] | None,
+) -> Callable[[Row], bool] | None:
+    """Return one predicate for the source prefix(es) and ``row_filter`` (None: all rows)."""
+    if source is None:
+        return row_filter
+    prefixes = (source,) if isinstance(source, str) else tuple(source)
+    if not all(isinstance(p, str) for p in prefixes):
+        raise QueryError("filter.source must be a string or a list of strings")
+    sources = snap.sources
+
+    def ok(row: Row) -> bool:
+        return sources[row.id].startswith(prefixes) and (row_filter is None or row_filter(row))
+
+    return ok
+
+
+def search(
+    snap: Snapshot,
+    text: str,
+    k: int,
+    opts: HybridOptions,
+    *,
+    embed: Callable[[str], np.ndarray],
+    lexical: Callable[[], LexicalIndex],
+    source: str | Sequence[str] | None = None,
+    score_threshold: float | None = None,
+    row_filter: Callable[[Row], bool] | None = None,
+) -> list[RankedHit]:
+    """Return the k best chunks of ``snap`` for ``text`` in mode ``opts.mode``.
+
+    ``source`` keeps documents under a path prefix (or one of several), ``row_filter``
+    keeps rows it accepts (LangChain metadata filters); both apply in every mode, before
+    the top k is cut. ``score_threshold`` drops hits whose score (cosine, BM25 or fused,
+    per mode) is below it.
+    """
+    if not text or not text.strip():
+        raise QueryError("query text is empty")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_HITS:
+        raise QueryError(f"k must be an integer between 1 and {MAX_HITS}, got {k!r}")
+    if score_threshold is not None and not math.isfinite(score_threshold):
+        raise QueryError(f"score_threshold must be a finite number, got {score_threshold}")
+    ok = _row_filter(snap, source, row_filter)
+    depth = k if opts.mode != "hybrid" else max(k, opts.depth)
+    lists: dict[str, list[tuple[str, float]]] = {}
+    rows: dict[str, Row] = {}
+    if opts.mode in ("dense", "hybrid"):
+        allowed = None
+        if ok is not None:
+            allowed = [i for i, (_s, row) in enumerate(snap.index.rows()) if ok(row)]
+        found = snap.index.search(embed(text), depth, allowed)
+        lists["dense"] = [(m.row.id, m.score) for m in found]
+        rows.update((m.row.id, m.row) for m in found)
+    if opts.mode in ("lexical", "hybrid"):
+        matches = lexical().search(text, depth, ok)
+        lists["lexical"] = [(m.row.id, m.score) for m in matches]
+        rows.update((m.row.id, m.row) for m in matches)
+    out = [
+        RankedHit(score, key, snap.sources[key], rows[key].text, rows[key].meta, ranks)
+        for key, score, ranks in _rank(lists, opts)[:k]
+    ]
+    if score_threshold is not None:
+        out = [h for h in out if h.score >= score_threshold]
+    return out
+
+
+def _rank(
+    lists: dict[str, list[tuple[str, float]]], opts: HybridOptions
+) -> list[tuple[str, float, dict[str, int]]]:
+    if len(lists) == 1:
+        ((name, ranking),) = lists.items()
+        return [(key, s, {name: r}) for r, (key, s) in enumerate(ranking, start=1)]
+    return [(f.key, f.score, f.ranks) for f in fuse(lists, opts)]

@@ -1,0 +1,154 @@
+"""`kbgit eval`, eval sets versioned in the store, and the hub's opt-in eval gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kbgit import KnowledgeStore
+from kbgit.cli import main
+from kbgit.errors import EvalError
+from kbgit.gitrepo import GitRepo
+from kbgit.hub import hooks as hub_hooks
+from kbgit.retrieval.evals import parse_eval_set
+
+from .conftest import write_docs
+
+DOCS = {
+    "pool.md": "Setting max_tasks_per_child replaces each worker after that many jobs.",
+    "lock.md": "Use fcntl.flock to take an advisory lock on an open file.",
+    "zip.md": "The zipapp module builds executable archives from a directory.",
+}
+QUESTIONS = [
+    {"id": "q1", "question": "what does max_tasks_per_child do", "answers": ["pool.md"]},
+    {"id": "q2", "question": "how to use flock", "answers": ["lock.md"], "class": "id"},
+    {"id": "q3", "question": "executable archives zipapp", "answers": ["zip.md"]},
+]
+
+
+def jsonl(rows: list[dict]) -> str:
+    """Return rows as JSON lines."""
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def run(*args: str) -> tuple[int, str]:
+    """Run the CLI; return (exit code, output)."""
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    return res.exit_code, res.output
+
+
+@pytest.fixture
+def evalfile(tmp_path: Path) -> Path:
+    """The three questions as a JSONL file."""
+    path = tmp_path / "docs-evals.jsonl"
+    path.write_text(jsonl(QUESTIONS))
+    return path
+
+
+def test_eval_prints_recall_and_mrr_per_mode(store: KnowledgeStore, tmp_path, evalfile) -> None:
+    store.ingest(write_docs(tmp_path / "d", DOCS))
+    code, out = run("eval", store.root, evalfile, "--json")
+    assert code == 0, out
+    body = json.loads(out)
+    assert body["commit"] == store.repo.head() and set(body["scores"]) == {
+        "dense",
+        "lexical",
+        "hybrid",
+    }
+    lex = body["scores"]["lexical"]
+    assert lex["all"]["recall"] == 1.0 and lex["all"]["mrr"] == 1.0 and lex["all"]["questions"] == 3
+    assert lex["id"]["questions"] == 1
+    code, out = run("eval", store.root, evalfile, "--mode", "lexical", "-k", "1")
+    assert code == 0 and "lexical" in out and "recall@1" in out and "dense" not in out
+
+
+def test_compare_names_the_questions_a_change_broke_and_fixed(
+    store: KnowledgeStore, tmp_path, evalfile
+) -> None:
+    docs = write_docs(tmp_path / "d", {k: v for k, v in DOCS.items() if k != "zip.md"})
+    first = store.ingest(docs).commit
+    write_docs(docs, {"zip.md": DOCS["zip.md"], "lock.md": "Locks are not covered here."})
+    store.ingest(docs)
+    code, out = run(
+        "eval", store.root, evalfile, "--mode", "lexical", "-k", "1", "--compare", first, "HEAD"
+    )
+    assert code == 0, out
+    assert "broke q2" in out and "fixed q3" in out and "q1" not in out
+    assert "0.667 -> 0.667" in out
+
+
+def test_an_eval_set_committed_in_the_store_is_versioned(
+    store: KnowledgeStore, hub: Path, tmp_path, evalfile
+) -> None:
+    hub_hooks.install(hub)  # the hub verifies the commit that carries it
+    store.ingest(write_docs(tmp_path / "d", DOCS))
+    code, out = run("eval", store.root, evalfile, "--save", "--mode", "lexical")
+    assert code == 0, out
+    head = store.repo.head()
+    assert GitRepo(hub).rev_parse("main") == head
+    assert store.repo.read_file(head, "evals/docs-evals.jsonl") == evalfile.read_bytes()
+    store.verify(head)
+    code, out = run("eval", store.root, "--mode", "lexical", "--json")
+    assert code == 0 and json.loads(out)["scores"]["lexical"]["all"]["questions"] == 3
+    code, out = run("eval", store.root, "--rev", "HEAD~1")
+    assert code == 1 and "no eval set under evals/" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "no questions"),
+        ("{not json\n", "not JSON"),
+        ('{"question": "q"}\n', "answers must be"),
+        ('{"question": "", "answers": ["a"]}\n', "question must be"),
+        ('{"id": "a", "question": "q", "answers": ["x"]}\n' * 2, "duplicate question id"),
+    ],
+)
+def test_a_malformed_eval_set_is_refused_with_the_line(text: str, why: str) -> None:
+    with pytest.raises(EvalError, match=why):
+        parse_eval_set(text.encode(), label="e.jsonl")
+
+
+def _push(store: KnowledgeStore) -> tuple[int, str]:
+    proc = store.repo._exec(["push", "hub", "HEAD:refs/heads/main"])
+    return proc.returncode, proc.stderr.decode()
+
+
+def test_the_eval_gate_refuses_a_push_that_breaks_a_question(
+    store: KnowledgeStore, hub: Path, tmp_path, evalfile
+) -> None:
+    hub_hooks.install(hub)
+    GitRepo(hub).run("config", "kbgit.evalGate.threshold", "0.0")
+    GitRepo(hub).run("config", "kbgit.evalGate.k", "1")
+    docs = write_docs(tmp_path / "d", DOCS)
+    store.ingest(docs)
+    store.save_eval_set("docs", evalfile.read_bytes())
+    good = store.repo.head()
+    # a change that keeps every question answered is accepted
+    write_docs(docs, {"extra.md": "Unrelated notes about gardening."})
+    store.ingest(docs, push=False)
+    code, err = _push(store)
+    assert code == 0, err
+    accepted = store.repo.head()
+    assert GitRepo(hub).rev_parse("main") == accepted != good
+    # removing the identifier q1 asks about is refused, naming the question
+    write_docs(docs, {"pool.md": "Workers are replaced now and then."})
+    store.ingest(docs, push=False)
+    code, err = _push(store)
+    assert code != 0
+    assert "eval gate" in err and "q1" in err and "1.000" in err and "0.667" in err
+    assert GitRepo(hub).rev_parse("main") == accepted
+
+
+def test_the_eval_gate_is_off_unless_configured(store, hub: Path, tmp_path, evalfile) -> None:
+    hub_hooks.install(hub)
+    docs = write_docs(tmp_path / "d", DOCS)
+    store.ingest(docs)
+    store.save_eval_set("docs", evalfile.read_bytes())
+    write_docs(docs, {"pool.md": "Workers are replaced now and then."})
+    store.ingest(docs, push=False)
+    code, err = _push(store)
+    assert code == 0, err

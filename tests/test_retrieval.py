@@ -1,0 +1,200 @@
+"""Hybrid retrieval in the library: BM25 per segment with global IDF, modes, filters, --rev."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import pytest
+
+from kbgit import KnowledgeStore
+from kbgit.errors import QueryError
+from kbgit.retrieval.fusion import HybridOptions
+from kbgit.retrieval.tokenize import tokenize
+
+from .conftest import write_docs
+
+LEX = HybridOptions(mode="lexical")
+DENSE = HybridOptions(mode="dense")
+HYBRID = HybridOptions(mode="hybrid")
+MODES = (DENSE, LEX, HYBRID)
+
+#: the answer names an identifier once, inside prose that shares no words with the question
+POOL_DOC = (
+    "Executors recycle their worker processes. Setting max_tasks_per_child replaces each "
+    "worker after that many jobs, which bounds memory leaks in long running services. "
+    "Workers start lazily, consume queued jobs in order and report exceptions back."
+)
+#: distractors full of the question's common words
+DISTRACTORS = {
+    f"pool/d{i}.md": f"What does the pool do? The pool does work. What does it do in the pool? "
+    f"It does what the pool does, item {i}."
+    for i in range(20)
+}
+
+
+def live_rows(store: KnowledgeStore, rev: str = "HEAD") -> list:
+    """Return the live rows of ``rev`` in index order."""
+    return [row for _seg, row in store.snapshot(rev).index.rows()]
+
+
+def bm25s_scores(rows: list, query: str) -> dict[str, float]:
+    """Score ``query`` over ``rows`` with bm25s itself (one index, Lucene BM25)."""
+    ref = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+    ref.index([tokenize(r.text) for r in rows], show_progress=False)
+    scores = ref.get_scores(tokenize(query))
+    return {r.id: float(s) for r, s in zip(rows, scores, strict=True) if s > 0}
+
+
+def test_bm25_over_segments_equals_bm25s_over_live_rows(store: KnowledgeStore, tmp_path) -> None:
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha beta gamma. " * 3, "b.md": "beta delta"})
+    store.ingest(docs)
+    write_docs(docs, {"c.md": "alpha alpha epsilon", "d.md": "gamma zeta beta alpha"})
+    store.ingest(docs)
+    (docs / "b.md").unlink()  # its chunk is tombstoned in the first segment
+    write_docs(docs, {"e.md": "zeta beta beta"})
+    store.ingest(docs)
+    snap = store.snapshot()
+    assert len(snap.manifest.segments) == 3
+    rows = live_rows(store)
+    for query in ("alpha beta", "zeta", "delta gamma"):
+        want = bm25s_scores(rows, query)
+        got = {m.row.id: m.score for m in store.lexical.get(snap).search(query, 100)}
+        assert got.keys() == want.keys()
+        for cid, score in want.items():
+            assert got[cid] == pytest.approx(score, rel=1e-5)
+    # the deleted document's only term matches nothing any more
+    assert store.query("delta", 5, options=LEX).hits == []
+
+
+def test_lexical_finds_an_identifier_that_dense_misses(store: KnowledgeStore, tmp_path) -> None:
+    store.ingest(write_docs(tmp_path / "d", {"pool/answer.md": POOL_DOC, **DISTRACTORS}))
+    question = "What does max_tasks_per_child do in the pool?"
+    dense = store.query(question, 3, options=DENSE).hits
+    lexical = store.query(question, 3, options=LEX).hits
+    hybrid = store.query(question, 3, options=HYBRID).hits
+    assert "pool/answer.md" not in [h.source for h in dense]
+    assert lexical[0].source == "pool/answer.md"
+    found = next(h for h in hybrid if h.source == "pool/answer.md")
+    assert found.retrievers["lexical"] == 1
+
+
+CHINESE = {
+    "zh/lock.md": "知识库同一时刻只能有一个写入者。主节点上的文件锁防止多个节点同时写入，"
+    "中心仓库拒绝非快进推送。",
+    "zh/nav.md": "首页 | 文档 | 博客 | 关于我们 | 联系方式",
+    "zh/weather.md": "今天天气晴朗，适合出门散步和骑自行车。",
+    "en/lock.md": "Only one writer at a time: a file lock on the primary.",
+}
+
+
+@pytest.mark.parametrize("cjk", ["jieba", "bigram"])
+def test_a_chinese_question_finds_its_passage(tmp_path, hub, cjk: str) -> None:
+    from kbgit.retrieval.search import LexicalIndexes
+
+    from .conftest import FAKE_CONFIG
+
+    store = KnowledgeStore.init(tmp_path / "kb", hub=str(hub), config=FAKE_CONFIG)
+    store.lexical = LexicalIndexes(cjk=cjk)
+    store.ingest(write_docs(tmp_path / "d", CHINESE))
+    for opts in (LEX, HYBRID):
+        hits = store.query("如何防止多个节点同时写入", 2, options=opts).hits
+        assert hits[0].source == "zh/lock.md", (opts.mode, cjk, hits)
+        assert "lexical" in hits[0].retrievers
+
+
+def test_deleted_and_updated_documents_never_match(store: KnowledgeStore, tmp_path) -> None:
+    docs = write_docs(
+        tmp_path / "d",
+        {"zoo.md": "The quokka smiles.", "farm.md": "The zebra grazes.", "x.md": "Unrelated."},
+    )
+    old = store.ingest(docs).commit
+    (docs / "zoo.md").unlink()
+    write_docs(docs, {"farm.md": "The horse grazes."})
+    store.ingest(docs)
+    for opts in MODES:
+        for word in ("quokka", "zebra"):
+            hits = store.query(word, 10, options=opts).hits
+            assert all(word not in h.text and h.source != "zoo.md" for h in hits), opts.mode
+    # the old revision still has them, with its own statistics
+    assert store.query("quokka", 1, rev=old, options=LEX).hits[0].source == "zoo.md"
+
+
+def test_a_query_at_rev_uses_that_versions_statistics(store: KnowledgeStore, tmp_path) -> None:
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha beta", "b.md": "gamma delta"})
+    first = store.ingest(docs).commit
+    write_docs(docs, {f"more{i}.md": f"alpha filler {i}" for i in range(8)})
+    store.ingest(docs)
+    at_first = store.query("alpha", 1, rev=first, options=LEX).hits[0]
+    at_head = store.query("alpha", 10, options=LEX).hits
+    want_first = bm25s_scores(live_rows(store, first), "alpha")
+    want_head = bm25s_scores(live_rows(store), "alpha")
+    assert at_first.score == pytest.approx(want_first[at_first.chunk_id], rel=1e-5)
+    head_a = next(h for h in at_head if h.source == "a.md")
+    assert head_a.score == pytest.approx(want_head[head_a.chunk_id], rel=1e-5)
+    assert head_a.score < at_first.score  # alpha is common at HEAD: lower IDF
+
+
+def test_hybrid_ranking_is_deterministic_and_reports_ranks(store, tmp_path) -> None:
+    store.ingest(write_docs(tmp_path / "d", {"pool/answer.md": POOL_DOC, **DISTRACTORS}))
+    question = "what does the pool do with worker processes"
+    runs = [store.query(question, 5, options=HYBRID).hits for _ in range(3)]
+    fresh = KnowledgeStore(store.root).query(question, 5, options=HYBRID).hits
+    assert all([h.chunk_id for h in r] == [h.chunk_id for h in fresh] for r in runs)
+    dense = [h.chunk_id for h in store.query(question, 100, options=DENSE).hits]
+    lexical = [h.chunk_id for h in store.query(question, 100, options=LEX).hits]
+    for hit in fresh:
+        assert hit.retrievers, hit
+        if "dense" in hit.retrievers:
+            assert dense[hit.retrievers["dense"] - 1] == hit.chunk_id
+        if "lexical" in hit.retrievers:
+            assert lexical[hit.retrievers["lexical"] - 1] == hit.chunk_id
+    assert np.all(np.diff([h.score for h in fresh]) <= 0)
+
+
+def test_source_filter_applies_in_every_mode(store: KnowledgeStore, docs: Path) -> None:
+    store.ingest(docs)
+    for opts in MODES:
+        hits = store.query("keys shifts VPN backups", 10, source="guide/", options=opts).hits
+        assert hits and {h.source for h in hits} <= {"guide/vpn.md", "guide/oncall.txt"}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mode": "fuzzy"},
+        {"alpha": 1.5},
+        {"alpha": float("nan")},
+        {"depth": 0},
+        {"rrf_k": 0},
+        {"fusion": "max"},
+    ],
+)
+def test_bad_options_are_refused_with_a_reason(kw: dict) -> None:
+    with pytest.raises(QueryError, match=next(iter(kw))):
+        HybridOptions(**kw)
+
+
+def test_bad_k_is_refused_in_every_mode(store: KnowledgeStore, docs: Path) -> None:
+    store.ingest(docs)
+    for opts in MODES:
+        with pytest.raises(QueryError, match="k must be"):
+            store.query("keys", 0, options=opts)
+
+
+def test_a_new_segment_is_the_only_lexical_work_of_a_swap(store, tmp_path) -> None:
+    from kbgit.serving.service import KnowledgeService
+
+    docs = write_docs(tmp_path / "d", {f"f{i}.md": f"topic {i} words" for i in range(5)})
+    store.ingest(docs)
+    svc = KnowledgeService("t", store.root)
+    svc.reload()
+    assert svc.lexical.terms.built == 1
+    write_docs(docs, {"new.md": "fresh topic"})
+    (docs / "f0.md").unlink()
+    store.ingest(docs)
+    svc.reload()
+    assert svc.lexical.terms.built == 2  # only the new segment; f0's removal is a mask
+    assert svc.query("fresh", 1, options=LEX).hits[0].source == "new.md"
+    assert svc.query("topic 0", 10, options=LEX).hits[0].source != "f0.md"
