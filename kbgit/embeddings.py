@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .backends import BACKEND_SUFFIXES as BACKEND_SUFFIXES  # for kbgit/models.py
 from .backends import TORCH, check_backend, split_model_id
 from .errors import ConfigError
 
@@ -27,9 +28,9 @@ logger = logging.getLogger(__name__)
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FAKE_PREFIX = "fake:"
-#: embedding backends a model id may name after "+" (``all-MiniLM-L6-v2+<backend>``);
-#: torch, the default, has no suffix. kbgit/models.py allows exactly these.
-BACKEND_SUFFIXES: frozenset[str] = frozenset()
+#: BACKEND_SUFFIXES: embedding backends a model id may name after "+"
+#: (``all-MiniLM-L6-v2+<backend>``, see kbgit/backends.py); torch, the default, has no
+#: suffix. kbgit/models.py allows exactly these.
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
