@@ -97,19 +97,20 @@ def exported_model(
             return entry / MODEL_FILES[backend]
         if entry.exists():
             logger.warning("export cache %s fails its checksums: rebuilding it", entry)
-        _build(Path(source), backend, base, entry)
+        # int8 and OpenVINO start from the cached fp32 ONNX export (one torch export in all)
+        fp32 = None if backend == "onnx" else exported_model(source, "onnx", cache_dir)
+        _build(Path(source), backend, base, entry, fp32)
     return entry / MODEL_FILES[backend]
 
 
-def _build(source: Path, backend: str, base: Path, entry: Path) -> None:
+def _build(source: Path, backend: str, base: Path, entry: Path, fp32: Path | None) -> None:
     """Export into a temporary directory, write its manifest, then rename it into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{backend}-", dir=base))
     try:
-        work = Path(tempfile.mkdtemp(prefix=".work-", dir=base))
-        try:
-            _EXPORTERS[backend](source, tmp, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        if fp32 is None:
+            _export_onnx(source, tmp)
+        else:
+            _EXPORTERS[backend](fp32, tmp)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         manifest = {
             "backend": backend,
@@ -144,7 +145,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _export_onnx(source: Path, out: Path, work: Path) -> None:
+def _export_onnx(source: Path, out: Path) -> None:
     """Trace the whole sentence-transformers pipeline (encoder, pooling, normalize) to ONNX."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -181,41 +182,37 @@ def _export_onnx(source: Path, out: Path, work: Path) -> None:
         )
 
 
-def _export_onnx_int8(source: Path, out: Path, work: Path) -> None:
+def _export_onnx_int8(fp32: Path, out: Path) -> None:
     """Quantize the ONNX export's weights to int8 (activations quantized at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _export_onnx(source, work, work)
     quantize_dynamic(
-        str(work / MODEL_FILES["onnx"]),
+        str(fp32),
         str(out / MODEL_FILES["onnx-int8"]),
         weight_type=QuantType.QInt8,
         per_channel=True,
     )
 
 
-def _export_openvino(source: Path, out: Path, work: Path) -> None:
+def _export_openvino(fp32: Path, out: Path) -> None:
     """Convert the ONNX export to OpenVINO IR, fp32 weights."""
     import openvino as ov
 
-    _export_onnx(source, work, work)
-    model = ov.convert_model(str(work / MODEL_FILES["onnx"]))
+    model = ov.convert_model(str(fp32))
     ov.save_model(model, str(out / MODEL_FILES["openvino"]), compress_to_fp16=False)
 
 
-def _export_openvino_int8(source: Path, out: Path, work: Path) -> None:
+def _export_openvino_int8(fp32: Path, out: Path) -> None:
     """Compress the OpenVINO model's weights to int8 (no calibration data needed)."""
     import nncf
     import openvino as ov
 
-    _export_onnx(source, work, work)
-    model = ov.convert_model(str(work / MODEL_FILES["onnx"]))
+    model = ov.convert_model(str(fp32))
     model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     ov.save_model(model, str(out / MODEL_FILES["openvino-int8"]), compress_to_fp16=False)
 
 
 _EXPORTERS = {
-    "onnx": _export_onnx,
     "onnx-int8": _export_onnx_int8,
     "openvino": _export_openvino,
     "openvino-int8": _export_openvino_int8,
