@@ -80,13 +80,23 @@ def measure(backend: str, threads: int, texts: list[str], cache: str) -> dict:
     }
 
 
+def _verdict(r: dict, ref: dict, cos: np.ndarray) -> str:
+    """Say PASS or MISS against the goals: cosine bound, recall within 0.01, 2x speed."""
+    quality = cos.mean() >= 0.99 and cos.min() >= 0.97 and r["recall"] >= ref["recall"] - 0.01
+    speed = r["rate"] >= 2 * ref["rate"] and r["q50"] * 2 <= ref["q50"]
+    return f"quality {'PASS' if quality else 'MISS'}, 2x {'PASS' if speed else 'MISS'}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chunks", type=int, default=2000)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--cache", help="export cache (default: a fresh temporary directory)")
+    ap.add_argument("--quick", action="store_true", help="300 chunks, 2 threads")
     args = ap.parse_args()
+    if args.quick:
+        args.chunks, args.threads = 300, "2"
     texts = corpus(args.chunks)
     cache = args.cache or tempfile.mkdtemp(prefix="kbgit-bench-exports-")
     print(
@@ -108,7 +118,7 @@ def main() -> None:
             print(
                 f"{backend:14s} {r['rate']:8.1f} {r['rate'] / ref['rate']:7.2f} {cos.mean():8.4f} "
                 f"{cos.min():8.4f} {r['recall']:8.3f} {1000 * r['q50']:7.1f}ms "
-                f"{ref['q50'] / r['q50']:7.2f} {r['ready']:7.1f}",
+                f"{ref['q50'] / r['q50']:7.2f} {r['ready']:7.1f}  {_verdict(r, ref, cos)}",
                 flush=True,
             )
     print(
