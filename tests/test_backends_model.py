@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from kbgit import KnowledgeStore, StoreConfig
+from kbgit.cli import main
 from kbgit.embeddings import load_embedder
 from kbgit.model_export import MANIFEST, MODEL_FILES
 from kbgit.serving.follower import UPDATED, Follower
@@ -93,9 +95,12 @@ def test_backend_change_reembeds_and_standby_uses_the_ledger_backend(
     assert store.ingest(docs).ok
     assert store.verify().ledger.model_id == "sentence-transformers/all-MiniLM-L6-v2"
 
-    changed = KnowledgeStore(store.root, config=StoreConfig(backend="onnx-int8", hub=str(hub)))
-    plan = changed.status(docs).plan
-    assert plan is not None and plan.reembed_all  # said before it happens
+    toml = store.root / "kb.toml"
+    toml.write_text(toml.read_text().replace('backend = "torch"', 'backend = "onnx-int8"'))
+    res = CliRunner().invoke(main, ["status", str(store.root), "--source", str(docs)])
+    assert res.exit_code == 0 and "backend" in res.output and "full re-embed" in res.output
+    changed = KnowledgeStore(store.root)  # kb.toml now names onnx-int8
+    assert changed.config.backend == "onnx-int8"
     result = changed.ingest(docs)
     assert result.reembedded and len(result.updated) == 2
     model_id = changed.verify().ledger.model_id
