@@ -120,8 +120,8 @@ class StoreConfig:
             branch=self.branch,
             batch_size=self.batch_size,
             author=self.author,
-            signing_key=_quote(self.signing_key),
-            allowed_signers=_quote(self.allowed_signers),
+            signing_key=_optional("signing_key", self.signing_key),
+            allowed_signers=_optional("allowed_signers", self.allowed_signers),
         )
 
 
@@ -154,9 +154,19 @@ author = "{author}"
 # Signed commits (off when empty; see docs/security.md). signing_key: an SSH private key
 # file this store signs every commit with. allowed_signers: a file of keys (ssh-keygen's
 # allowed-signers format) that `kbgit verify` and `kbgit pull` require a signature from.
-signing_key = "{signing_key}"
-allowed_signers = "{allowed_signers}"
+{signing_key}
+{allowed_signers}
 """
+
+
+def _optional(key: str, value: str) -> str:
+    """Render a setting newer than format 1's releases, commented out while unset.
+
+    A kb.toml that does not use it then stays readable by the previous release
+    (which refuses unknown keys) during a rolling upgrade.
+    """
+    line = f'{key} = "{_quote(value)}"'
+    return line if value else f"# {line}"
 
 
 def _quote(value: str) -> str:

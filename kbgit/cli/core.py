@@ -14,7 +14,7 @@ from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, S
 from ..errors import IntegrityError
 from ..gitrepo import create_hub
 from ..store import KnowledgeStore
-from . import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
+from .app import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
 from .progress import progress_reporter
 from .retrieval import MODE_OPTION, mode_options, options
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import emit_json, main
+from .app import emit_json, main
 
 
 @main.command()
