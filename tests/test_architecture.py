@@ -62,7 +62,9 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
             names = [a.name for a in node.names]
             submodules = [f"{target}.{n}" for n in names if _exists(f"{target}.{n}")]
             out.extend((s, []) for s in submodules)
-            out.append((target, [n for n in names if f"{target}.{n}" not in submodules]))
+            taken = [n for n in names if f"{target}.{n}" not in submodules]
+            if taken or not submodules:  # `from . import sub` imports only the submodule
+                out.append((target, taken))
         for child in ast.iter_child_nodes(node):
             visit(child)
 

@@ -17,7 +17,7 @@ from kbgit.serving.service import KnowledgeService
 
 from ..fleet import fleet_health
 from ..write_api import primary_url, write_documents
-from . import bp, can_write, page, require_write, service, state
+from .base import bp, can_write, page, require_write, service, state
 
 #: past revisions kept loaded per store for ?rev= pages
 REVISIONS = 4
