@@ -113,7 +113,8 @@ class StoreConfig:
         """Render this config as a commented ``kb.toml``."""
         return _TEMPLATE.format(
             model=self.model,
-            backend=self.backend,
+            # torch commented out: the previous release refuses the unknown key
+            backend=("# " if self.backend == "torch" else "") + f'backend = "{self.backend}"',
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
             hub=_quote(self.hub),
@@ -139,7 +140,7 @@ model = "{model}"
 # How the model runs: "torch" (PyTorch fp32), "onnx", "onnx-int8", "openvino",
 # "openvino-int8". Exports are built locally from the model files and cached. The backend
 # is recorded with the model id in the ledger: changing it re-embeds every document.
-backend = "{backend}"
+{backend}
 # Chunk length and overlap, in tokens of the model's tokenizer (the model reads <= 256).
 # Changing either re-chunks and re-embeds every document on the next ingest.
 chunk_size = {chunk_size}

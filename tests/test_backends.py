@@ -32,7 +32,9 @@ def test_cli_refuses_a_bad_backend_with_the_choices(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["init", str(tmp_path / "kb"), "--model", "fake:64"])
     assert res.exit_code == 0, res.output
     toml = tmp_path / "kb" / "kb.toml"
-    toml.write_text(toml.read_text().replace('backend = "', 'backend = "x'), encoding="utf-8")
+    toml.write_text(
+        toml.read_text().replace('# backend = "torch"', 'backend = "xtorch"'), encoding="utf-8"
+    )
     res = CliRunner().invoke(main, ["status", str(tmp_path / "kb")])
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "unknown embedding backend" in res.output and "onnx-int8" in res.output
