@@ -190,7 +190,7 @@ def status(store: Path, source: Path | None, no_fetch: bool, as_json: bool) -> N
         click.echo(
             f"pending  {len(p.added)} to add, {len(p.updated)} to update, "
             f"{len(p.deleted)} to delete, {len(p.renamed)} renamed, {len(p.unchanged)} unchanged"
-            + (" (model/chunking changed: full re-embed)" if p.reembed_all else "")
+            + (" (model/backend/chunking changed: full re-embed)" if p.reembed_all else "")
         )
         for label, paths in (("A", p.added), ("M", p.updated), ("D", p.deleted)):
             for path in paths:
