@@ -213,7 +213,9 @@ def ensure_held(
 def push_branch(repo: GitRepo, remote: str, branch: str) -> None:
     """Push HEAD to ``branch`` atomically with the writer ref, leased on this store's claim."""
     local = repo.rev_parse(WRITER_REF)
-    args = ["push", "--quiet", "--porcelain", "--atomic", remote, f"HEAD:refs/heads/{branch}"]
+    # no --porcelain: git then reports "[remote rejected] (pre-receive hook declined)" on
+    # stderr, where the writer tells a declined commit from a full disk
+    args = ["push", "--quiet", "--atomic", remote, f"HEAD:refs/heads/{branch}"]
     if local is not None:
         args[1:1] = [f"--force-with-lease={WRITER_REF}:{local}"]
         args.append(f"{local}:{WRITER_REF}")

@@ -59,3 +59,15 @@ def docs(tmp_path: Path) -> Path:
 def sample_docs(tmp_path: Path) -> Path:
     """A copy of the sample documents shipped in examples/docs (txt, md, html, pdf, docx)."""
     return Path(shutil.copytree(SAMPLE_DOCS, tmp_path / "sample"))
+
+
+def share_writer_claim(writer: KnowledgeStore, other: KnowledgeStore) -> KnowledgeStore:
+    """Let ``other`` write as ``writer`` (fencing allows one writer per hub): copy its claim.
+
+    Two stores holding one claim model two processes of one writer racing at the hub.
+    """
+    from kbgit.fencing import WRITER_REF
+
+    other.repo.fetch("hub", other.config.branch)
+    other.repo.run("update-ref", WRITER_REF, writer.repo.rev_parse(WRITER_REF))
+    return other

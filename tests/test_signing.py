@@ -24,7 +24,7 @@ from kbgit.hub.hooks import install
 from kbgit.serving.failover import promote
 from server.run import Server
 
-from .conftest import FAKE_CONFIG, write_docs
+from .conftest import FAKE_CONFIG, share_writer_claim, write_docs
 from .serve_helpers import auth, get, post, push_raw, start_server, wait_until
 
 
@@ -90,8 +90,10 @@ def test_hook_refuses_unsigned_or_wrongly_signed_and_the_pusher_is_left_as_it_wa
 ) -> None:
     allowed = tmp_path / "allowed"
     allow(allowed, keys, "writer1")
-    good = signed_store(tmp_path / "kb", signed_hub, keys["writer1"], allowed).ingest(docs)
+    first = signed_store(tmp_path / "kb", signed_hub, keys["writer1"], allowed)
+    good = first.ingest(docs)
     other = signed_store(tmp_path / "other", signed_hub, keys[key] if key else None, allowed)
+    share_writer_claim(first, other)  # fencing aside: the signature is what is refused
     write_docs(docs, {"evil.md": "a forged document"})
     with pytest.raises(HubMovedError) as info:
         other.ingest(docs)
@@ -124,12 +126,14 @@ def test_standby_refuses_unsigned_and_wrongly_signed_commits_and_keeps_serving(
     tmp_path: Path, hub: Path, keys: dict[str, Path], docs: Path, standby: Server
 ) -> None:
     allowed = allow(tmp_path / "allowed", keys, "writer1", "intruder")  # the writer's own view
-    good = signed_store(tmp_path / "kb", hub, keys["writer1"], allowed).ingest(docs).commit
+    writer = signed_store(tmp_path / "kb", hub, keys["writer1"], allowed)
+    good = writer.ingest(docs).commit
     post(f"{standby.url}/admin/sync", headers=auth())
     wait_until(lambda: _health(standby)["head"]["commit"] == good)
     assert _health(standby)["head"]["signer"] == "writer1"
     for n, key in enumerate((None, keys["intruder"])):
         forger = signed_store(tmp_path / f"forger{n}", hub, key, allowed)
+        share_writer_claim(writer, forger)  # a stolen claim: only the signature stops it
         write_docs(docs, {f"forged{n}.md": "a forged document"})
         bad = forger.ingest(docs).commit  # the hub has no signing hook: accepted there
         post(f"{standby.url}/admin/sync", headers=auth())

@@ -16,7 +16,7 @@ import pytest
 from kbgit import HubMovedError, KnowledgeStore, LockedError
 from kbgit.gitrepo import GitRepo
 
-from .conftest import FAKE_CONFIG, write_docs
+from .conftest import FAKE_CONFIG, share_writer_claim, write_docs
 
 KBGIT = [sys.executable, "-m", "kbgit"]
 
@@ -100,6 +100,7 @@ def test_hub_moved_refuses_and_loses_nothing(
 ) -> None:
     store.ingest(docs)
     other = KnowledgeStore.init(tmp_path / "other", hub=str(hub), config=FAKE_CONFIG)
+    share_writer_claim(store, other)
     (docs / "new.md").write_text("written by the other primary")
     pushed = other.ingest(docs).commit
     head_before = store.repo.head()
@@ -120,6 +121,7 @@ def test_diverged_store_cannot_push_over_the_hub(
 ) -> None:
     store.ingest(docs)
     other = KnowledgeStore.init(tmp_path / "other", hub=str(hub), config=FAKE_CONFIG)
+    share_writer_claim(store, other)
     (docs / "x.md").write_text("local only commit")
     local = store.ingest(docs, push=False).commit
     (docs / "x.md").write_text("the other primary's commit")
