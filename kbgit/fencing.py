@@ -151,7 +151,7 @@ def _push_record(repo: GitRepo, remote: str, new: str, expected: str | None) -> 
     """Compare-and-swap the hub's writer ref from ``expected`` to ``new``."""
     lease = f"--force-with-lease={WRITER_REF}:{expected or ''}"
     try:
-        repo.run("push", "--quiet", "--porcelain", lease, remote, f"{new}:{WRITER_REF}")
+        repo.run("push", "--quiet", lease, remote, f"{new}:{WRITER_REF}")
     except GitError as exc:
         current = _current(repo, remote)
         raise FencedError(
@@ -213,7 +213,7 @@ def ensure_held(
 def push_branch(repo: GitRepo, remote: str, branch: str) -> None:
     """Push HEAD to ``branch`` atomically with the writer ref, leased on this store's claim."""
     local = repo.rev_parse(WRITER_REF)
-    args = ["push", "--quiet", "--porcelain", "--atomic", remote, f"HEAD:refs/heads/{branch}"]
+    args = ["push", "--quiet", "--atomic", remote, f"HEAD:refs/heads/{branch}"]
     if local is not None:
         args[1:1] = [f"--force-with-lease={WRITER_REF}:{local}"]
         args.append(f"{local}:{WRITER_REF}")

@@ -18,6 +18,7 @@ import pytest
 from kbgit import HubMovedError, KnowledgeStore, StoreConfig
 from kbgit.config import StoreSpec
 from kbgit.errors import SignatureError
+from kbgit.fencing import WRITER_REF
 from kbgit.gitrepo import GitRepo
 from kbgit.history.rollback import rollback
 from kbgit.hub.hooks import install
@@ -92,6 +93,10 @@ def test_hook_refuses_unsigned_or_wrongly_signed_and_the_pusher_is_left_as_it_wa
     allow(allowed, keys, "writer1")
     good = signed_store(tmp_path / "kb", signed_hub, keys["writer1"], allowed).ingest(docs)
     other = signed_store(tmp_path / "other", signed_hub, keys[key] if key else None, allowed)
+    # it shares the writer's claim (refs/kbgit/writer): only the hook's signature rule stops it
+    other.repo.fetch("hub", "main")
+    kb = GitRepo(tmp_path / "kb")
+    other.repo.run("update-ref", WRITER_REF, kb.rev_parse(WRITER_REF) or "")
     write_docs(docs, {"evil.md": "a forged document"})
     with pytest.raises(HubMovedError) as info:
         other.ingest(docs)
