@@ -213,12 +213,18 @@ def ensure_held(
 def push_branch(repo: GitRepo, remote: str, branch: str) -> None:
     """Push HEAD to ``branch`` atomically with the writer ref, leased on this store's claim."""
     local = repo.rev_parse(WRITER_REF)
+    known = repo.rev_parse(hub_ref(remote))  # the hub's record as last fetched
     args = ["push", "--quiet", "--atomic", remote, f"HEAD:refs/heads/{branch}"]
     if local is not None:
-        args[1:1] = [f"--force-with-lease={WRITER_REF}:{local}"]
+        if known is not None and known != local and not repo.is_ancestor(known, local):
+            raise FencedError(f"this store is fenced: the writer is {_current(repo, remote)}")
+        # a hub without a record (e.g. a new hub in kb.toml) gets this store's claim with it
+        args[1:1] = [f"--force-with-lease={WRITER_REF}:{known or ''}"]
         args.append(f"{local}:{WRITER_REF}")
     try:
         repo.run(*args)
+        if local is not None:
+            repo.run("update-ref", hub_ref(remote), local)
     except GitError as exc:
         if local is not None and _lost(repo, remote):
             raise FencedError(
