@@ -151,7 +151,7 @@ def _push_record(repo: GitRepo, remote: str, new: str, expected: str | None) -> 
     """Compare-and-swap the hub's writer ref from ``expected`` to ``new``."""
     lease = f"--force-with-lease={WRITER_REF}:{expected or ''}"
     try:
-        repo.run("push", "--quiet", "--porcelain", lease, remote, f"{new}:{WRITER_REF}")
+        repo.run("push", "--quiet", lease, remote, f"{new}:{WRITER_REF}")
     except GitError as exc:
         current = _current(repo, remote)
         raise FencedError(
@@ -215,12 +215,18 @@ def push_branch(repo: GitRepo, remote: str, branch: str) -> None:
     local = repo.rev_parse(WRITER_REF)
     # no --porcelain: git then reports "[remote rejected] (pre-receive hook declined)" on
     # stderr, where the writer tells a declined commit from a full disk
+    known = repo.rev_parse(hub_ref(remote))  # the hub's record as last fetched
     args = ["push", "--quiet", "--atomic", remote, f"HEAD:refs/heads/{branch}"]
     if local is not None:
-        args[1:1] = [f"--force-with-lease={WRITER_REF}:{local}"]
+        if known is not None and known != local and not repo.is_ancestor(known, local):
+            raise FencedError(f"this store is fenced: the writer is {_current(repo, remote)}")
+        # a hub without a record (e.g. a new hub in kb.toml) gets this store's claim with it
+        args[1:1] = [f"--force-with-lease={WRITER_REF}:{known or ''}"]
         args.append(f"{local}:{WRITER_REF}")
     try:
         repo.run(*args)
+        if local is not None:
+            repo.run("update-ref", hub_ref(remote), local)
     except GitError as exc:
         if local is not None and _lost(repo, remote):
             raise FencedError(

@@ -176,11 +176,8 @@ class Writer:
             )
         return hub_head
 
-    def push(self, *, claimed: bool = False) -> bool:
+    def push(self) -> bool:
         """Push HEAD to the hub if it is ahead; return whether anything was pushed.
-
-        Outside a transaction (``claimed`` false) the writer role is checked first, and
-        taken on a hub that records no writer yet (a store pointed at a new hub).
 
         A push the hub refuses because it moved (another writer pushed first) or because
         its pre-receive hook declined leaves the store as it was before the commits the
@@ -194,8 +191,6 @@ class Writer:
         hub_head = self.repo.remote_head(HUB_REMOTE, self.config.branch)
         if hub_head == head:
             return False
-        if not claimed:
-            ensure_held(self.repo, HUB_REMOTE)
         self.mark_pushing()
         try:  # atomic with the leased writer ref: a fenced store's branch update never lands
             push_branch(self.repo, HUB_REMOTE, self.config.branch)
@@ -350,7 +345,7 @@ class Transaction:
 
     def push(self) -> bool:
         """Push the new HEAD to the hub; return whether anything was pushed."""
-        return self.writer.push(claimed=True)
+        return self.writer.push()
 
 
 #: what git says when the hub has moved on (another writer pushed first)
