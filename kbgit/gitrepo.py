@@ -39,12 +39,19 @@ ENV_CREDENTIAL_HELPER = (
     'if test -n "$KBGIT_HUB_USERNAME"; then printf "username=%s\\n" "$KBGIT_HUB_USERNAME"; fi; '
     'printf "password=%s\\n" "$KBGIT_HUB_PASSWORD"; }; f'
 )
-_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@:\s'\"]*)(:[^/@\s'\"]*)?@")
+
+
+def _strip(match: re.Match[str]) -> str:
+    scheme, user = match.group(1), match.group(2)
+    if scheme.lower().startswith("ssh") and user:
+        return f"{scheme}{user}@"  # an ssh login name is no secret, and the URL needs it
+    return scheme  # http(s): the user part may be a token (https://TOKEN@host/...)
 
 
 def redact(text: str) -> str:
     """Strip credentials from every URL in ``text`` before it is shown or logged."""
-    return _URL_CREDENTIALS.sub(r"\1", text)
+    return _URL_CREDENTIALS.sub(_strip, text)
 
 
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -110,7 +110,7 @@ class KnowledgeStore:
         self._embedder = embedder
         self._cache = SegmentCache()
         #: lexical indexes of the revisions queried (per-segment terms cached by content)
-        self.lexical = LexicalIndexes()
+        self.lexical = LexicalIndexes.for_store(self.root)
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
@@ -149,7 +149,9 @@ class KnowledgeStore:
     def embedder(self) -> Embedder:
         """Return the embedder for the configured model (loaded lazily)."""
         if self._embedder is None:
-            self._embedder = load_embedder(self.config.model, batch_size=self.config.batch_size)
+            self._embedder = load_embedder(
+                self.config.model, backend=self.config.backend, batch_size=self.config.batch_size
+            )
         return self._embedder
 
     # -- writer lock and repair (the writer owns them) ---------------------------------
@@ -326,7 +328,7 @@ class KnowledgeStore:
 
     def _same_settings(self, ledger: Ledger) -> bool:
         """Compare settings without loading the model (the model id is known from config)."""
-        probe = load_embedder(self.config.model) if self._embedder is None else self._embedder
+        probe = self._embedder or load_embedder(self.config.model, backend=self.config.backend)
         return ledger.same_settings(probe.model_id, probe.dim, self.config.chunking)
 
     def _divergence(self, head: str | None, hub_head: str | None) -> tuple[int, int]:

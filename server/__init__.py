@@ -26,6 +26,7 @@ from . import console, write_api
 from .api import bp
 from .metrics import AppMetrics
 from .state import ApiError, AppState
+from .webhooks import bp as webhooks_bp
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def create_app(
     app.extensions["kbgit"] = state
     app.register_blueprint(bp)
     app.register_blueprint(write_api.bp)
+    app.register_blueprint(webhooks_bp)
     console.init_app(app, state)
     # behind a proxy that strips a path prefix and names it in X-Forwarded-Prefix, every
     # console link carries the prefix (the header only shapes the links sent back)

@@ -73,6 +73,15 @@ def test_search_highlights_and_answers_any_revision(primary, store, tmp_path) ->
     assert get(f"{primary.url}/ui/search", params={"q": "x", "k": "0"}).status_code == 400
     none = get(f"{primary.url}/ui/search", params={"q": "espresso", "min_score": "2"}).text
     assert "No hits." in none
+    for mode in ("dense", "lexical", "hybrid"):
+        page = get(f"{primary.url}/ui/search", params={"q": "espresso", "mode": mode, "k": 1})
+        assert page.status_code == 200 and "new.md" in page.text
+        assert f"<option selected>{mode}</option>" in page.text
+    lexical_old = get(
+        f"{primary.url}/ui/search", params={"q": "espresso", "mode": "lexical", "rev": first}
+    )
+    assert lexical_old.status_code == 200 and "new.md" not in lexical_old.text
+    assert get(f"{primary.url}/ui/search", params={"q": "x", "mode": "fuzzy"}).status_code == 400
     bad_score = get(f"{primary.url}/ui/search", params={"q": "x", "min_score": "nan"})
     assert bad_score.status_code == 400 and "min score" in bad_score.text
 
@@ -105,10 +114,13 @@ def test_login_session_upload_and_rollback(primary, store) -> None:
     resp = browser.post(
         f"{primary.url}/ui/documents/upload",
         data={"csrf_token": csrf, "folder": "notes"},
-        files={"files": ("tea.md", b"Green tea steeps for two minutes.\n")},
-        timeout=30,
+        files=[
+            ("files", ("tea.md", b"Green tea steeps for two minutes.\n")),
+            ("files", ("big.txt", b"A long page about coffee beans. " * 4000)),  # > max_body
+        ],
+        timeout=60,
     )
-    assert resp.status_code == 200 and "1 added" in resp.text
+    assert resp.status_code == 200 and "2 added" in resp.text
     assert ".uploads/notes/tea.md" in get(f"{primary.url}/documents").text
     preview = browser.get(f"{primary.url}/ui/rollback/{before}", timeout=10)
     assert preview.status_code == 200 and ".uploads/notes/tea.md" in preview.text

@@ -152,3 +152,16 @@ def test_the_eval_gate_is_off_unless_configured(store, hub: Path, tmp_path, eval
     store.ingest(docs, push=False)
     code, err = _push(store)
     assert code == 0, err
+
+
+def test_query_cli_takes_a_mode_and_names_the_retrievers(store, tmp_path) -> None:
+    first = store.ingest(write_docs(tmp_path / "d", DOCS)).commit
+    code, out = run("query", store.root, "max_tasks_per_child", "--mode", "lexical", "--json")
+    assert code == 0, out
+    hits = json.loads(out)["hits"]
+    assert hits[0]["source"] == "pool.md" and hits[0]["retrievers"] == {"lexical": 1}
+    code, out = run("query", store.root, "flock", "--rev", first, "-k", "1")
+    assert code == 0 and "lock.md" in out and "lexical#1" in out
+    for bad in (["--mode", "fuzzy"], ["--alpha", "2"], ["--depth", "0"]):
+        code, out = run("query", store.root, "flock", *bad)
+        assert code == 2 and "Invalid value" in out, (bad, out)

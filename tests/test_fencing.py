@@ -119,6 +119,7 @@ def test_rejoin_drops_the_claim_and_a_second_promotion_moves_the_role_back(
 def _served_primary(root: Path) -> tuple[KnowledgeService, Follower]:
     service = KnowledgeService("default", root)
     follower = Follower(service)  # a primary: follows its own HEAD
+    follower.writer_check_every = 0  # every sync asks the hub
     follower.open()
     return service, follower
 

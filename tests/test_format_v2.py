@@ -255,3 +255,24 @@ def test_verify_catches_a_ledger_shard_that_disagrees(
         load_snapshot(store.repo, bad)
     with pytest.raises(IntegrityError, match=match):
         verify_commit(store.repo, bad, base=good)
+
+
+def test_rollback_across_the_migration_restores_format_1(
+    store: KnowledgeStore, docs: Path, old_kbgit: Path
+) -> None:
+    proc = old_release.cli(old_kbgit, "ingest", str(store.root), str(docs))
+    assert proc.returncode == 0, proc.stderr
+    v1 = store.repo.head()
+    assert v1 is not None
+    migrate(store)
+    write_docs(docs, TIDES)
+    store.ingest(docs)  # a format 2 commit with a new shard
+    assert store.query("spring tides moon", k=1).hits[0].source == "tides.md"
+    from kbgit.history.rollback import rollback
+
+    res = rollback(store, v1)
+    assert res.commit == store.repo.head()
+    assert ledger_root(store)["format"] == 1 and not (store.root / "ledger").exists()
+    assert store.verify().ledger.format == 1
+    assert all(h.source != "tides.md" for h in store.query("spring tides moon", k=3).hits)
+    assert migrate(store).format_after == 2 and store.verify().ledger.format == 2

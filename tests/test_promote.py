@@ -147,6 +147,7 @@ def test_cli_promote_and_rejoin(tmp_path, hub, store, docs) -> None:
     out = runner.invoke(main, ["promote", str(tmp_path / "replica")])
     assert out.exit_code == 0, out.output
     assert "kbgit serve" in out.output and "nginx" in out.output
+    assert "writer epoch 2" in out.output
     new_docs = write_docs(tmp_path / "new-docs", {"tides.md": "Tides follow the moon."})
     ingest = runner.invoke(main, ["ingest", str(tmp_path / "replica"), str(new_docs)])
     assert ingest.exit_code == 0, ingest.output

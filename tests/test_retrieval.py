@@ -68,12 +68,20 @@ def test_bm25_over_segments_equals_bm25s_over_live_rows(store: KnowledgeStore, t
     assert store.query("delta", 5, options=LEX).hits == []
 
 
+def test_the_stopwords_are_bm25s_english_list() -> None:
+    from bm25s.stopwords import STOPWORDS_EN as WANT
+
+    from kbgit.retrieval.tokenize import STOPWORDS_EN
+
+    assert frozenset(WANT) == STOPWORDS_EN
+
+
 def test_lexical_finds_an_identifier_that_dense_misses(store: KnowledgeStore, tmp_path) -> None:
     store.ingest(write_docs(tmp_path / "d", {"pool/answer.md": POOL_DOC, **DISTRACTORS}))
     question = "What does max_tasks_per_child do in the pool?"
     dense = store.query(question, 3, options=DENSE).hits
     lexical = store.query(question, 3, options=LEX).hits
-    hybrid = store.query(question, 3, options=HYBRID).hits
+    hybrid = store.query(question, 30, options=HYBRID).hits
     assert "pool/answer.md" not in [h.source for h in dense]
     assert lexical[0].source == "pool/answer.md"
     found = next(h for h in hybrid if h.source == "pool/answer.md")
@@ -198,3 +206,27 @@ def test_a_new_segment_is_the_only_lexical_work_of_a_swap(store, tmp_path) -> No
     assert svc.lexical.terms.built == 2  # only the new segment; f0's removal is a mask
     assert svc.query("fresh", 1, options=LEX).hits[0].source == "new.md"
     assert svc.query("topic 0", 10, options=LEX).hits[0].source != "f0.md"
+
+
+def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_path) -> None:
+    from kbgit.serving.service import KnowledgeService
+
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha beta", "b.md": "gamma delta"})
+    store.ingest(docs)
+    write_docs(docs, {"c.md": "alpha epsilon"})
+    store.ingest(docs)
+    first = KnowledgeService("t", store.root)
+    first.reload()
+    want = [(h.chunk_id, h.score) for h in first.query("alpha", 5, options=LEX).hits]
+    assert first.lexical.terms.built == 2
+    again = KnowledgeService("t", store.root)  # a restart: nothing tokenized again
+    again.reload()
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (0, 2)
+    assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want
+    cached = sorted((store.root / ".git" / "kbgit-lexical").glob("*.npz"))
+    assert len(cached) == 2
+    cached[0].write_bytes(cached[0].read_bytes()[:-7] + b"garbage")  # fails its checksum
+    third = KnowledgeService("t", store.root)
+    third.reload()
+    assert (third.lexical.terms.built, third.lexical.terms.loaded) == (1, 1)
+    assert [(h.chunk_id, h.score) for h in third.query("alpha", 5, options=LEX).hits] == want

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kbgit import HubMovedError, KnowledgeStore
+from kbgit.fencing import WRITER_REF
 from kbgit.gitrepo import GitRepo
 from kbgit.history.rollback import rollback
 
@@ -27,6 +28,10 @@ def pair(tmp_path: Path, hub: Path) -> tuple[KnowledgeStore, KnowledgeStore]:
     first.ingest(write_docs(tmp_path / "seed", {"seed.md": "the seed document"}))
     second = KnowledgeStore.init(tmp_path / "b", hub=str(hub), config=FAKE_CONFIG)
     assert second.repo.head() == first.repo.head()
+    # both act as one writer (they share its claim on the hub, refs/kbgit/writer), so
+    # fencing lets both write and their pushes race at the hub
+    second.repo.fetch("hub", "main")
+    second.repo.run("update-ref", WRITER_REF, first.repo.rev_parse(WRITER_REF))
     return first, second
 
 

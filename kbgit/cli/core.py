@@ -14,7 +14,7 @@ from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, S
 from ..errors import IntegrityError
 from ..gitrepo import create_hub
 from ..store import KnowledgeStore
-from . import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
+from .app import EXIT_INTEGRITY, EXIT_PARTIAL, emit_json, main
 from .progress import progress_reporter
 from .retrieval import MODE_OPTION, mode_options, options
 
@@ -190,7 +190,7 @@ def status(store: Path, source: Path | None, no_fetch: bool, as_json: bool) -> N
         click.echo(
             f"pending  {len(p.added)} to add, {len(p.updated)} to update, "
             f"{len(p.deleted)} to delete, {len(p.renamed)} renamed, {len(p.unchanged)} unchanged"
-            + (" (model/chunking changed: full re-embed)" if p.reembed_all else "")
+            + (" (model/backend/chunking changed: full re-embed)" if p.reembed_all else "")
         )
         for label, paths in (("A", p.added), ("M", p.updated), ("D", p.deleted)):
             for path in paths:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import emit_json, main
+from .app import emit_json, main
 
 
 @main.command()
@@ -25,7 +25,9 @@ def promote(
     """Turn a standby's REPLICA into the writer (it can ingest and push to the hub).
 
     Stop the standby process first. Catches up with the hub if it can, verifies HEAD,
-    writes kb.toml (hub, model and chunking from the ledger: nothing is re-embedded).
+    writes kb.toml (hub, model and chunking from the ledger: nothing is re-embedded), and
+    records this store as the writer on the hub (refs/kbgit/writer, next epoch): the old
+    primary is fenced. On a working store that is not the writer, takes the role over.
 
     Example: kbgit promote /var/lib/kbgit/replica
     """
@@ -41,6 +43,9 @@ def promote(
     click.echo(f"promoted {res.root} at {res.commit[:12]} (model {res.model}, hub {res.hub})")
     if res.caught_up:
         click.echo(f"caught up {res.caught_up} commit(s) from the hub first")
+    if res.epoch is not None:
+        pending = " (pending: the first ingest publishes it)" if res.claim_pending else ""
+        click.echo(f"writer epoch {res.epoch} recorded in the hub's refs/kbgit/writer{pending}")
     if not res.hub_reachable:
         click.echo("warning: the hub is unreachable; ingest will refuse until it is back")
     click.echo("next:")

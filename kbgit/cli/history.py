@@ -13,7 +13,7 @@ from ..history import log as history
 from ..history import migrate as migrate_mod
 from ..history import rollback as rollback_mod
 from ..store import KnowledgeStore
-from . import emit_json, main
+from .app import emit_json, main
 from .core import STORE
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -9,7 +9,7 @@ import click
 
 from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
 from ..store import KnowledgeStore
-from . import emit_json, main
+from .app import emit_json, main
 from .core import STORE
 from .progress import progress_reporter
 

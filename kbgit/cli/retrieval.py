@@ -12,7 +12,7 @@ from ..errors import EvalError
 from ..retrieval.evals import Outcome, by_class, compare, parse_eval_set
 from ..retrieval.fusion import FUSIONS, MAX_DEPTH, MODES, HybridOptions
 from ..store import KnowledgeStore
-from . import emit_json, main
+from .app import emit_json, main
 
 _DEFAULT = HybridOptions()
 

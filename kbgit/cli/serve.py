@@ -11,7 +11,7 @@ import click
 
 from ..config import DEFAULT_STORE_NAME, ServeConfig, StoreSpec
 from ..errors import ConfigError
-from . import main
+from .app import main
 
 _OPTIONS = [
     click.option("--bind", help="HOST:PORT to listen on [default: 127.0.0.1:8000]."),

@@ -42,7 +42,11 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
-    """A parsed segment: vectors (n, dim) float32 and their rows, in the same order."""
+    """A parsed segment: vectors (n, dim) float32 and their rows, in the same order.
+
+    A verified segment is cached by its blob ids (SegmentCache) and searched in place, so
+    a reload decodes only new segments and a new commit's tombstones become masks.
+    """
 
     name: str
     vectors: np.ndarray
@@ -145,67 +149,117 @@ class Match:
 class LiveIndex:
     """The searchable union of segments minus tombstoned rows (exact inner product).
 
-    >>> live = LiveIndex([segment], {"g000001": {"dead-id"}})     # doctest: +SKIP
-    >>> live.search(query_vector, k=5)                            # doctest: +SKIP
+    Each segment is scored in place (FAISS's SIMD inner products over its vectors, one
+    thread); a segment's tombstones are a boolean live mask, so building a LiveIndex for
+    a new commit costs O(segments + tombstones): no vector is copied. Ties rank by
+    position in :meth:`rows` order, so results do not depend on how rows are split into
+    segments (compaction keeps them identical).
+
+    >>> live = LiveIndex([segment], {"g000001": {"dead-id"}}, 384)   # doctest: +SKIP
+    >>> live.search(query_vector, k=5)                               # doctest: +SKIP
+    >>> for seg, mask in live.parts(): ...   # rows per segment, live mask (None: all live)
     """
 
     def __init__(
         self, segments: Iterable[Segment], tombstoned: dict[str, set[str]], dim: int
     ) -> None:
         self.dim = dim
-        self._refs: list[tuple[str, Row]] = []
-        self._index = faiss.IndexFlatIP(dim)
-        # a server rebuilds this on every reload: keep the per-row Python work small and
-        # add each segment's vectors straight to FAISS (no concatenated copy)
+        self._parts: list[_Part] = []
         for seg in segments:
             dead = tombstoned.get(seg.name)
-            rows: Sequence[Row] = seg.rows
-            block = seg.vectors
-            if dead:  # O(tombstones) to mark, then C-speed filtering
-                keep = np.ones(len(seg.rows), dtype=bool)
-                keep[[seg.positions[i] for i in dead if i in seg.positions]] = False
-                rows = list(itertools.compress(seg.rows, keep))
-                block = seg.vectors[keep]
-            if not rows:
-                continue
-            self._refs.extend(zip(itertools.repeat(seg.name, len(rows)), rows, strict=True))
-            self._index.add(np.ascontiguousarray(block, dtype=np.float32))
+            mask = None
+            if dead:  # O(tombstones) to mark
+                mask = np.ones(len(seg.rows), dtype=bool)
+                mask[[seg.positions[i] for i in dead if i in seg.positions]] = False
+            part = _Part(seg, mask)
+            if part.live:
+                self._parts.append(part)
+        self._offsets = np.cumsum([0] + [p.live for p in self._parts])
 
     def __len__(self) -> int:
-        return len(self._refs)
+        return int(self._offsets[-1])
+
+    def parts(self) -> list[tuple[Segment, np.ndarray | None]]:
+        """Return each segment with its live mask (None when every row is live)."""
+        return [(p.segment, p.mask) for p in self._parts]
 
     def rows(self) -> list[tuple[str, Row]]:
         """Return (segment, row) for every live vector, in index order."""
-        return list(self._refs)
+        out: list[tuple[str, Row]] = []
+        for p in self._parts:
+            rows = p.segment.rows
+            live = rows if p.mask is None else itertools.compress(rows, p.mask)
+            out.extend(zip(itertools.repeat(p.segment.name), live))
+        return out
 
     def vectors(self) -> np.ndarray:
         """Return a copy of every live vector, in index order."""
-        return (
-            self._index.reconstruct_n(0, len(self._refs))
-            if self._refs
-            else np.zeros((0, self.dim), dtype=np.float32)
-        )
+        blocks = [p.segment.vectors if p.mask is None else p.segment.vectors[p.mask]
+                  for p in self._parts]  # fmt: skip
+        if not blocks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 
     def search(
         self, query: np.ndarray, k: int, allowed: Sequence[int] | None = None
     ) -> list[Match]:
         """Return the k best matches for one query vector, optionally among ``allowed`` rows."""
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        if query.shape[1] != self.dim:
-            raise QueryError(f"query vector has dimension {query.shape[1]}, index has {self.dim}")
-        if not self._refs or k < 1:
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.dim:
+            raise QueryError(f"query vector has dimension {query.shape[0]}, index has {self.dim}")
+        if not len(self) or k < 1:
             return []
-        params = None
-        if allowed is not None:
-            if len(allowed) == 0:
-                return []
-            params = faiss.SearchParameters(
-                sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-            )
-        k = min(k, len(self._refs))
-        scores, ids = self._index.search(query, k, params=params)
-        return [
-            Match(float(s), *self._refs[i])
-            for s, i in zip(scores[0], ids[0], strict=True)
-            if i >= 0
-        ]
+        parts = self._parts if allowed is None else self._restrict(allowed)
+        found: list[tuple[float, int, int]] = []
+        for n, part in enumerate(parts):
+            scores, rows = part.search(query, k)
+            found += [(-float(s), n, int(r)) for s, r in zip(scores, rows, strict=True)]
+        found.sort()
+        return [Match(-s, parts[n].segment.name, parts[n].segment.rows[r]) for s, n, r in found[:k]]
+
+    def _restrict(self, allowed: Sequence[int]) -> list[_Part]:
+        """Return the parts limited to ``allowed`` positions (in :meth:`rows` order)."""
+        wanted = np.unique(np.asarray(allowed, dtype=np.int64))
+        out = []
+        for n, p in enumerate(self._parts):
+            lo, hi = self._offsets[n], self._offsets[n + 1]
+            local = wanted[(wanted >= lo) & (wanted < hi)] - lo
+            if len(local):
+                mask = np.zeros(len(p.segment.rows), dtype=bool)
+                mask[p.live_rows()[local]] = True
+                out.append(_Part(p.segment, mask))
+        return out
+
+
+class _Part:
+    """One segment of a LiveIndex and the mask of its live rows."""
+
+    def __init__(self, segment: Segment, mask: np.ndarray | None) -> None:
+        self.segment = segment
+        self.mask = mask if mask is not None and not mask.all() else None
+        self.live = len(segment.rows) if self.mask is None else int(self.mask.sum())
+
+    def live_rows(self) -> np.ndarray:
+        """Return the row numbers of the live rows, ascending."""
+        return np.arange(len(self.segment.rows)) if self.mask is None else np.flatnonzero(self.mask)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the best (scores, row numbers) among live rows; ties by lower row first."""
+        vecs = np.ascontiguousarray(self.segment.vectors, dtype=np.float32)
+        scores = np.empty(len(vecs), dtype=np.float32)
+        faiss.fvec_inner_products_ny(
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(query),
+            faiss.swig_ptr(vecs),
+            len(query),
+            len(vecs),
+        )
+        rows = np.arange(len(vecs))
+        if self.mask is not None:
+            scores, rows = scores[self.mask], rows[self.mask]
+        if len(scores) > k:  # every row scoring at least the k-th best, then exact order
+            cut = np.partition(scores, len(scores) - k)[len(scores) - k]
+            keep = np.flatnonzero(scores >= cut)
+            scores, rows = scores[keep], rows[keep]
+        order = np.lexsort((rows, -scores))[:k]
+        return scores[order], rows[order]

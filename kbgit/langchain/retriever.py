@@ -19,28 +19,12 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
-from ..errors import KbgitError, QueryError
+from ..errors import QueryError, RemoteQueryError, ServiceError
 
 #: seconds to wait for the TCP connection; a hung server should fail over fast (nginx: 1 s)
 DEFAULT_CONNECT_TIMEOUT = 3.0
 #: seconds to wait for the answer (query embedding on a busy 2-core box can take a while)
 DEFAULT_READ_TIMEOUT = 30.0
-
-
-class ServiceError(KbgitError):
-    """The query service could not answer: unreachable, timed out, 5xx or a malformed reply."""
-
-    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.status = status
-
-
-class RemoteQueryError(QueryError):
-    """The query service refused the query as asked (a 4xx answer: bad k, filter, token)."""
-
-    def __init__(self, message: str, *, status: int, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.status = status
 
 
 def _server_message(resp: requests.Response) -> str:

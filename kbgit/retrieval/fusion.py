@@ -25,11 +25,15 @@ MAX_DEPTH = 1000
 class HybridOptions:
     """How a query retrieves: mode, fusion, weight of dense, RRF k, candidates per retriever."""
 
+    # defaults from bench/bench_retrieval.py (bench/README.md): plain RRF over the top 20
+    # of each retriever was the only setting at least as good as the better single
+    # retriever on every question class (recall@5); deeper lists or a lower dense weight
+    # lost concept questions, and min-max / z-score fusion lost them too
     mode: str = "hybrid"
     fusion: str = "rrf"
-    alpha: float = 0.3
+    alpha: float = 0.5
     rrf_k: int = 60
-    depth: int = 100
+    depth: int = 20
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

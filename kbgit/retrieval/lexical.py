@@ -6,7 +6,7 @@ matrix, so global statistics across segments mean rebuilding the whole index on 
 swap (26.8 s at 100k) and a query scores every document (p50 44 ms); ``tantivy`` keeps
 its own segments with deleted documents still counted in IDF until a merge, and its
 tokenizers cannot take a Chinese segmenter. Here each segment keeps a term-frequency
-matrix (scipy CSC) built once from its verified rows and cached by the sha256 of its
+matrix (CSC layout, numpy) built once from its verified rows and cached by the sha256 of its
 rows file; a commit's :class:`LexicalIndex` only adds a live-row mask per segment, and a
 query computes Lucene BM25 (``bm25s``'s default variant, k1=1.5, b=0.75) with document
 frequency and average length summed over the live rows of every segment, so IDF is
@@ -19,11 +19,12 @@ import dataclasses
 import math
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..format.vector_index import Row
+from .termstore import load_arrays, rows_for, save_terms
 from .tokenize import DEFAULT_CJK, tokenize
 
 K1 = 1.5
@@ -31,13 +32,35 @@ B = 0.75
 
 
 @dataclasses.dataclass(frozen=True)
+class Postings:
+    """A term-major sparse matrix (CSC layout): rows ``indices[indptr[t]:indptr[t+1]]`` hold
+    term t with frequencies ``data[...]``, row numbers ascending."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @classmethod
+    def count(cls, terms: np.ndarray, docs: np.ndarray, n_docs: int, n_terms: int) -> Postings:
+        """Count (term, doc) occurrences into postings."""
+        keys, counts = np.unique(
+            terms.astype(np.int64) * max(n_docs, 1) + docs.astype(np.int64), return_counts=True
+        )
+        term_of = keys // max(n_docs, 1)
+        indptr = np.zeros(n_terms + 1, dtype=np.int64)
+        np.cumsum(np.bincount(term_of, minlength=n_terms), out=indptr[1:])
+        return cls(indptr, (keys % max(n_docs, 1)).astype(np.int32), counts.astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
 class SegmentTerms:
     """One segment's rows as a term-frequency matrix (rows x terms), immutable."""
 
     ids: tuple[str, ...]
-    rows: tuple[Row, ...]
+    #: the Row of each id (None for a row dead when the matrix was read from disk)
+    rows: tuple[Row | None, ...]
     vocab: dict[str, int]
-    tf: sp.csc_matrix
+    tf: Postings
     lengths: np.ndarray
 
     @classmethod
@@ -52,14 +75,7 @@ class SegmentTerms:
             lengths[i] = len(terms)
             term_idx.extend(vocab.setdefault(t, len(vocab)) for t in terms)
             doc_idx.extend([i] * len(terms))
-        tf = sp.csc_matrix(
-            (
-                np.ones(len(doc_idx), dtype=np.float32),
-                (np.asarray(doc_idx, dtype=np.int32), np.asarray(term_idx, dtype=np.int32)),
-            ),
-            shape=(len(rows), len(vocab)),
-        )
-        tf.sum_duplicates()
+        tf = Postings.count(np.asarray(term_idx), np.asarray(doc_idx), len(rows), len(vocab))
         return cls(tuple(r.id for r in rows), tuple(rows), vocab, tf, lengths)
 
     def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,10 +90,13 @@ class SegmentTerms:
 class TermsCache:
     """Per-segment term matrices keyed by (rows sha256, CJK mode); shared by snapshots."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None = None) -> None:
         self._items: dict[tuple[str, str], SegmentTerms] = {}
         self._lock = threading.Lock()
+        #: where matrices persist between restarts (None: memory only)
+        self.directory = directory
         self.built = 0
+        self.loaded = 0
 
     def get(self, key: tuple[str, str], rows: Sequence[Row], live: set[str]) -> SegmentTerms:
         """Return the cached matrix for ``key``, building it from ``rows`` when needed.
@@ -88,13 +107,32 @@ class TermsCache:
         """
         with self._lock:
             terms = self._items.get(key)
-        if terms is not None and len(live) <= len(terms.ids) and live.issubset(terms.ids):
+        if terms is not None and _covers(terms, live):
+            return terms
+        terms = self._from_disk(key, rows)
+        if terms is not None and _covers(terms, live):
+            with self._lock:
+                self._items[key] = terms
+                self.loaded += 1
             return terms
         terms = SegmentTerms.build(rows, cjk=key[1])
         with self._lock:
             self._items[key] = terms
             self.built += 1
+        if self.directory is not None:
+            save_terms(self.directory, key, terms)
         return terms
+
+    def _from_disk(self, key: tuple[str, str], rows: Sequence[Row]) -> SegmentTerms | None:
+        if self.directory is None:
+            return None
+        arrays = load_arrays(self.directory, key)
+        if arrays is None:
+            return None
+        ids = tuple(str(i) for i in arrays["ids"])
+        vocab = {str(t): c for c, t in enumerate(arrays["terms"])}
+        tf = Postings(arrays["indptr"], arrays["indices"], arrays["data"])
+        return SegmentTerms(ids, rows_for(ids, rows), vocab, tf, arrays["lengths"])
 
     def retain(self, keys: set[tuple[str, str]]) -> None:
         """Forget every matrix not in ``keys``."""
@@ -186,7 +224,13 @@ class LexicalIndex:
 
 
 def _mask(t: SegmentTerms, allowed: Callable[[Row], bool]) -> np.ndarray:
-    return np.fromiter((allowed(r) for r in t.rows), dtype=bool, count=len(t.rows))
+    return np.fromiter(
+        (r is not None and allowed(r) for r in t.rows), dtype=bool, count=len(t.rows)
+    )
+
+
+def _covers(terms: SegmentTerms, live: set[str]) -> bool:
+    return len(live) <= len(terms.ids) and live.issubset(terms.ids)
 
 
 def live_mask(terms: SegmentTerms, live: set[str]) -> np.ndarray:

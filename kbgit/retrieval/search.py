@@ -13,6 +13,7 @@ import dataclasses
 import math
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from ..format.snapshot import Hit, Snapshot
 from ..format.vector_index import Row
 from .fusion import HybridOptions, fuse
 from .lexical import LexicalIndex, TermsCache, live_mask
+from .termstore import CACHE_SUBDIR
 from .tokenize import DEFAULT_CJK
 
 #: lexical indexes kept per process (the served commit, the one being loaded, a --rev)
@@ -37,11 +39,20 @@ class RankedHit(Hit):
 
 
 class LexicalIndexes:
-    """Lexical indexes per commit, built from per-segment term matrices cached by content."""
+    """Lexical indexes per commit, built from per-segment term matrices cached by content.
 
-    def __init__(self, cjk: str = DEFAULT_CJK) -> None:
+    ``directory`` keeps the matrices on local disk between restarts (checked by sha256).
+    """
+
+    @classmethod
+    def for_store(cls, root: Path) -> LexicalIndexes:
+        """Return indexes that cache under a store's ``.git`` (memory only without one)."""
+        git = Path(root) / ".git"
+        return cls(directory=Path(root) / CACHE_SUBDIR if git.is_dir() else None)
+
+    def __init__(self, cjk: str = DEFAULT_CJK, *, directory: Path | None = None) -> None:
         self.cjk = cjk
-        self.terms = TermsCache()
+        self.terms = TermsCache(directory)
         self._by_commit: collections.OrderedDict[str, LexicalIndex] = collections.OrderedDict()
         self._lock = threading.Lock()
 

@@ -23,7 +23,8 @@ DEFAULT_CJK = "jieba"
 
 # a CJK run (Han, kana, Hangul) or a word of 2+ word characters without CJK in it
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_TOKEN = re.compile(rf"([{_CJK}]+)|((?:(?![{_CJK}])\w){{2,}})")
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W{_CJK}]{{2,}}")
+_IS_CJK = re.compile(rf"[{_CJK}]")
 
 #: function words that carry no topic in Chinese questions (jieba emits them as tokens)
 _CJK_STOP = frozenset(
@@ -68,11 +69,46 @@ _CJK_STOP = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
+#: bm25s's English stopwords (Lucene's English set), equal to ``bm25s.stopwords.STOPWORDS_EN``
+#: (tests/test_retrieval.py checks); not imported from bm25s at run time because importing
+#: the package costs 2-5 s of server start on a busy box
+STOPWORDS_EN = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "will",
+        "with",
+    ]
+)
 
 
 def _bigrams(run: str) -> list[str]:
@@ -95,11 +131,11 @@ def _jieba_words(run: str) -> list[str]:
 def tokenize(text: str, *, cjk: str = DEFAULT_CJK) -> list[str]:
     """Return the index terms of ``text`` (lower-cased words, stopwords dropped, CJK split)."""
     cut = _jieba_words if cjk == "jieba" else _bigrams
-    stop = _stopwords()
+    stop = STOPWORDS_EN
     out: list[str] = []
-    for run, word in _TOKEN.findall(text.lower()):
-        if run:
-            out.extend(cut(run))
+    for word in _TOKEN.findall(text.lower()):
+        if _IS_CJK.match(word):
+            out.extend(cut(word))
         elif word not in stop:
             out.append(word)
     return out

@@ -40,6 +40,9 @@ MAX_FALLBACK = 5
 #: held by a running follower; ``kbgit promote`` and ``kbgit rejoin`` refuse while it is
 FOLLOWER_LOCK = "kbgit-follower.lock"
 
+#: seconds between a primary's checks of the hub's writer record (one fetch each)
+WRITER_CHECK_EVERY = 5.0
+
 OK, UPDATED, REFUSED, DIVERGED, ERROR = "ok", "updated", "refused", "diverged", "error"
 
 
@@ -94,6 +97,9 @@ class Follower:
         self._thread: threading.Thread | None = None
         self._held: filelock.BaseFileLock | None = None
         self._stages: dict[str, float] = {}
+        #: seconds between writer-record checks of a primary (tests set 0)
+        self.writer_check_every = WRITER_CHECK_EVERY
+        self._writer_checked = float("-inf")
         service.sync.role = "standby" if hub else "primary"
         service.sync.upstream = redact(self.hub)
 
@@ -204,8 +210,11 @@ class Follower:
     def _check_writer(self) -> None:
         """Fence this primary when the hub's writer record names another store."""
         st = self.service.sync
+        if time.monotonic() - self._writer_checked < self.writer_check_every:
+            return  # a primary polls its HEAD every second; the hub is asked less often
         if not (self.service.path / ".git").is_dir() or self.repo.remote_url(HUB_REMOTE) is None:
             return
+        self._writer_checked = time.monotonic()
         try:
             with self._stage("writer"):
                 status = fence_check(self.repo, HUB_REMOTE)

@@ -32,6 +32,7 @@ from ..format.limits import Limits
 from ..format.manifest import MANIFEST_PATH, Manifest
 from ..format.signatures import new_commits, require_signed
 from ..format.snapshot import Snapshot, load_snapshot
+from ..format.verified import VerifiedRecord
 from ..gitrepo import GitRepo
 from ..models import ModelAllowList, check_model_id
 from ..retrieval.evals import Score, served_score
@@ -226,8 +227,10 @@ class KnowledgeService:
         self.path = Path(path)
         self.repo = GitRepo(self.path)
         self.cache = SegmentCache()
+        #: commits verified on this machine: a restart does not verify them again
+        self.record = VerifiedRecord.open(self.repo)
         #: per-segment BM25 terms cached by content; one lexical index per loaded commit
-        self.lexical = LexicalIndexes()
+        self.lexical = LexicalIndexes.for_store(self.path)
         #: how queries that name no mode retrieve
         self.options = HybridOptions()
         #: (commit, score) of the last served commit's own evals/ (None: it has none)
@@ -270,7 +273,9 @@ class KnowledgeService:
         signer = self._check_signed(rev)
         self._warm_model(rev)
         with gc_paused():
-            snap = load_snapshot(self.repo, rev, cache=self.cache, limits=self.limits)
+            snap = load_snapshot(
+                self.repo, rev, cache=self.cache, limits=self.limits, record=self.record
+            )
         if verified is not None:
             verified()
         lexical = self.lexical.get(snap)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -11,13 +12,16 @@ from flask import Response, abort, current_app, flash, redirect, request, url_fo
 from kbgit.config import MAX_K
 from kbgit.errors import KbgitError, QueryError
 from kbgit.format.snapshot import Snapshot
+from kbgit.history.documents import last_changes
 from kbgit.history.log import RevisionCache, check_rev
 from kbgit.ingest.uploads import UPLOAD_DIR
+from kbgit.retrieval.fusion import MODES
+from kbgit.retrieval.search import search as search_snapshot
 from kbgit.serving.service import KnowledgeService
 
 from ..fleet import fleet_health
 from ..write_api import primary_url, write_documents
-from . import bp, can_write, page, require_write, service, state
+from .core import bp, can_write, page, require_write, service, state
 
 #: past revisions kept loaded per store for ?rev= pages
 REVISIONS = 4
@@ -60,17 +64,22 @@ def _min_score(raw: str) -> float | None:
 
 
 def _search(
-    svc: KnowledgeService, q: str, k: int, source: str, rev: str, threshold: float | None
-) -> dict[str, Any]:
+    svc: KnowledgeService, q: str, k: int, source: str, rev: str, threshold: float | None,
+    mode: str,
+) -> dict[str, Any]:  # fmt: skip
     started = time.perf_counter()
     prefix = source or None
+    opts = dataclasses.replace(svc.options, mode=mode) if mode else svc.options
     if rev:
         snap = snapshot_at(svc, rev)
-        vector = svc.embedders.get(snap.ledger.model_id).embed([q])[0]
+        embedder = svc.embedders.get(snap.ledger.model_id)
         commit = snap.commit
-        hits = snap.search(vector, k, source=prefix, score_threshold=threshold)
+        hits = search_snapshot(
+            snap, q, k, opts, embed=lambda t: embedder.embed([t])[0],
+            lexical=lambda: svc.lexical.get(snap), source=prefix, score_threshold=threshold,
+        )  # fmt: skip
     else:
-        res = svc.query(q, k, source=prefix, score_threshold=threshold)
+        res = svc.query(q, k, source=prefix, score_threshold=threshold, options=opts)
         commit, hits = res.commit, res.hits
     took = round((time.perf_counter() - started) * 1000, 1)
     return {"commit": commit, "hits": hits, "took_ms": took}
@@ -88,22 +97,24 @@ def search() -> str:
     svc = service()
     args = request.args
     q, source, rev = args.get("q", "").strip(), args.get("source", ""), args.get("rev", "")
-    min_score = args.get("min_score", "")
+    min_score, mode = args.get("min_score", ""), args.get("mode", "")
     result, error, k = None, None, 5
     try:
         k = _k(args.get("k"))
         if len(q) > state().config.max_query_chars:
             raise QueryError(f"query is longer than {state().config.max_query_chars} characters")
         threshold = _min_score(min_score)
+        if mode and mode not in MODES:
+            raise QueryError(f"mode must be one of {', '.join(MODES)}")
         if q:
-            result = _search(svc, q, k, source.strip(), rev.strip(), threshold)
+            result = _search(svc, q, k, source.strip(), rev.strip(), threshold, mode)
     except KbgitError as exc:
         error = str(exc)
     status = 400 if error else 200
     body = page(
         "search.html", svc, q=q, k=k, source=source, rev=rev, min_score=min_score,
         result=result, error=error,
-        max_k=MAX_K, modes=[], mode="",
+        max_k=MAX_K, modes=MODES, mode=mode or svc.options.mode,
     )  # fmt: skip
     return body, status  # type: ignore[return-value]
 
@@ -162,10 +173,10 @@ def document(path: str) -> str:
         for cid in doc.chunks
         if cid in rows
     ]
-    last = svc.repo.run("log", "-1", "--format=%H", snap.commit, "--", f"docs/{path}").strip()
+    last = last_changes(svc.repo, snap.commit, [path]).get(path)
     return page(
         "document.html", svc, path=path, doc=doc, chunks=chunks, commit=snap.commit, rev=rev,
-        last=last or None, can_delete=can_write(svc) and path.startswith(UPLOAD_DIR + "/"),
+        last=last, can_delete=can_write(svc) and path.startswith(UPLOAD_DIR + "/"),
     )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ from kbgit.history.documents import document_diff
 from kbgit.history.rollback import rollback as run_rollback
 
 from ..write_api import open_store, sync_service
-from . import bp, can_write, page, require_write, service
+from .core import bp, can_write, page, require_write, service
 from .text import diff_kinds
 
 #: commits shown on the timeline

@@ -1,0 +1,87 @@
+"""Per-segment term matrices kept on the serving machine's disk between restarts.
+
+Derived data built locally from verified rows, stored as ``.npz`` (read with
+``allow_pickle=False``: arrays only, never code) beside a sha256 of the file. A file
+whose checksum fails, or that cannot be read, is ignored and rebuilt; the cache lives
+under the store's ``.git`` directory, which is never committed or replicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..format.vector_index import Row
+from ..fsio import write_atomic
+
+logger = logging.getLogger(__name__)
+
+#: where a store keeps its lexical cache (relative to the store root)
+CACHE_SUBDIR = Path(".git") / "kbgit-lexical"
+_FIELDS = ("ids", "terms", "indptr", "indices", "data", "lengths")
+
+
+def _paths(directory: Path, key: tuple[str, str]) -> tuple[Path, Path]:
+    name = f"{key[0]}-{key[1]}"
+    return directory / f"{name}.npz", directory / f"{name}.sha256"
+
+
+def save_terms(directory: Path, key: tuple[str, str], terms: object) -> None:
+    """Write a segment's term matrix (best effort: a failure only costs a rebuild)."""
+    buf = io.BytesIO()
+    vocab = sorted(terms.vocab.items(), key=lambda kv: kv[1])  # type: ignore[attr-defined]
+    np.savez(
+        buf,
+        ids=np.asarray(terms.ids, dtype=str),  # type: ignore[attr-defined]
+        terms=np.asarray([t for t, _c in vocab], dtype=str),
+        indptr=terms.tf.indptr,  # type: ignore[attr-defined]
+        indices=terms.tf.indices,  # type: ignore[attr-defined]
+        data=terms.tf.data,  # type: ignore[attr-defined]
+        lengths=terms.lengths,  # type: ignore[attr-defined]
+    )
+    data = buf.getvalue()
+    npz, digest = _paths(directory, key)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(npz, data)
+        write_atomic(digest, hashlib.sha256(data).hexdigest().encode())
+    except OSError as exc:
+        logger.warning("lexical cache %s not written: %s", npz, exc)
+
+
+def load_arrays(directory: Path, key: tuple[str, str]) -> dict[str, np.ndarray] | None:
+    """Return the cached arrays of ``key`` if present and their checksum holds."""
+    npz, digest = _paths(directory, key)
+    try:
+        data = npz.read_bytes()
+        want = digest.read_text().strip()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != want:
+        logger.warning("lexical cache %s fails its checksum: rebuilding", npz)
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {f: z[f] for f in _FIELDS}
+        n, v = len(arrays["ids"]), len(arrays["terms"])
+        ok = len(arrays["indptr"]) == v + 1 and len(arrays["lengths"]) == n
+        ptr, idx = arrays["indptr"], arrays["indices"]
+        if not ok or len(idx) != len(arrays["data"]) or (ptr[-1] if v else 0) != len(idx):
+            raise ValueError("inconsistent array sizes")
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError("row number out of range")
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("lexical cache %s unreadable (%s): rebuilding", npz, exc)
+        return None
+    return arrays
+
+
+def rows_for(ids: Sequence[str], rows: Sequence[Row]) -> tuple[Row | None, ...]:
+    """Return the Row of each id (None for ids no longer live: they are masked anyway)."""
+    by_id = {r.id: r for r in rows}
+    return tuple(by_id.get(i) for i in ids)

@@ -1,0 +1,54 @@
+"""The local record of verified commits: a restart trusts them; a tampered record is ignored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kbgit import IntegrityError, KnowledgeStore
+from kbgit.format.verified import RECORD_NAME, VerifiedRecord
+from kbgit.serving.service import KnowledgeService
+
+
+def _commit_bad_document(store: KnowledgeStore) -> str:
+    """Commit a document whose bytes disagree with the ledger (with plain git)."""
+    path = store.root / "docs" / "guide" / "vpn.md"
+    path.write_bytes(path.read_bytes().replace(b"VPN", b"VPX"))
+    store.repo.run("add", "--all")
+    store.repo.run("-c", "user.name=op", "-c", "user.email=op@x", "commit", "-qm", "edit")
+    head = store.repo.head()
+    assert head is not None
+    return head
+
+
+def test_restart_trusts_recorded_commits_and_ignores_a_tampered_record(
+    store: KnowledgeStore, docs: Path
+) -> None:
+    store.ingest(docs)
+    good = store.repo.head()
+    svc = KnowledgeService("default", store.root)
+    svc.reload()
+    record_file = store.root / ".git" / RECORD_NAME
+    data = json.loads(record_file.read_text())
+    assert data["commits"] == [good] and len(data["sha256"]) == 64
+    assert good in VerifiedRecord.open(store.repo)
+
+    bad = _commit_bad_document(store)
+    with pytest.raises(IntegrityError, match=r"docs/guide/vpn\.md: sha256 mismatch"):
+        KnowledgeService("default", store.root).reload(bad)
+    assert bad not in VerifiedRecord.open(store.repo)  # a refused commit is never recorded
+
+    # a record that lists the commit (as if verified before) is trusted: no second pass
+    record = VerifiedRecord.open(store.repo)
+    record.add(bad)
+    assert KnowledgeService("default", store.root).reload(bad).commit == bad
+
+    # the same record with a broken checksum is discarded: full verification again
+    data = json.loads(record_file.read_text())
+    data["commits"].append("f" * 40)
+    record_file.write_text(json.dumps(data))
+    assert bad not in VerifiedRecord.open(store.repo)
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        KnowledgeService("default", store.root).reload(bad)
