@@ -199,7 +199,7 @@ class Writer:
         except GitError as exc:
             declined = "hook declined" in exc.stderr
             undone = self._settle_after_refusal(declined)
-            if undone is None and not declined and not any(m in exc.stderr for m in _MOVED):
+            if undone is None and not declined and any(m in exc.stderr for m in _HUB_FAULTS):
                 raise _push_failed(exc.stderr) from exc  # a full disk, permissions, ...
             raise HubMovedError(
                 f"the hub refused the push: {exc.stderr}",
@@ -348,8 +348,15 @@ class Transaction:
         return self.writer.push()
 
 
-#: what git says when the hub has moved on (another writer pushed first)
-_MOVED = ("non-fast-forward", "fetch first", "[rejected]")
+#: what git says when the hub could not store a push (not that another writer moved it)
+_HUB_FAULTS = (
+    "No space left",
+    "unpack failed",
+    "unpacker error",
+    "unable to migrate objects",
+    "Permission denied",
+    "Disk quota exceeded",
+)
 
 
 def _push_failed(stderr: str) -> GitError:
