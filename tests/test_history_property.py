@@ -24,6 +24,7 @@ from kbgit.history.compaction import compact
 from kbgit.history.rollback import rollback, tag
 from kbgit.ingest.chunking import split_sections
 from kbgit.ingest.documents import load_document
+from kbgit.retrieval.fusion import HybridOptions
 
 from .conftest import FAKE_CONFIG, write_docs
 
@@ -96,12 +97,15 @@ def check_revision(kb: KnowledgeStore, commit: str, emb: FakeEmbedder) -> None:
         qv = emb.embed([q])[0]
         scores = vectors @ qv if chunks else np.zeros(0)
         exact = dict(zip(chunks, scores, strict=True)) if chunks else {}
-        hits = kb.query(q, K, rev=commit).hits
+        hits = kb.query(q, K, rev=commit, options=DENSE).hits  # exact cosine scores
         best = np.sort(scores)[::-1][:K]
         assert len(hits) == len(best)
         np.testing.assert_allclose([h.score for h in hits], best, atol=1e-5)
         for h in hits:  # each hit is a real chunk of this revision, with its exact score
             assert abs(exact[(h.source, h.text)] - h.score) < 1e-5
+
+
+DENSE = HybridOptions(mode="dense")
 
 
 def answers(kb: KnowledgeStore) -> list[list[tuple[str, float]]]:

@@ -13,6 +13,7 @@ import pytest
 from kbgit import KnowledgeStore, StoreConfig
 from kbgit.errors import FencedError
 from kbgit.gitrepo import GitRepo
+from kbgit.retrieval.fusion import HybridOptions
 from kbgit.serving.failover import promote
 
 from .conftest import FAKE_CONFIG, write_docs
@@ -244,7 +245,7 @@ def test_query_equals_exact_search(store: KnowledgeStore, sample_docs: Path) -> 
         q = embedder.embed([question])[0]
         exact = np.argsort(-(vectors @ q), kind="stable")[:5]
         scores = vectors @ q
-        got = store.query(question, k=5).hits
+        got = store.query(question, k=5, options=HybridOptions(mode="dense")).hits
         assert np.allclose([h.score for h in got], scores[exact], atol=1e-5)
         # same chunks, except where two chunks tie exactly on score
         for hit, i in zip(got, exact, strict=True):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kbgit import KnowledgeStore, SentenceTransformerEmbedder, StoreConfig
+from kbgit.retrieval.fusion import HybridOptions
 
 pytestmark = pytest.mark.model
 
@@ -77,7 +78,11 @@ def test_real_query_equals_exact_search(
     vectors = snap.index.vectors()
     q = embedder.embed(["who approves the database admin role"])[0]
     exact = np.sort(vectors @ q)[::-1][:5]
-    got = [h.score for h in real_store.query("who approves the database admin role", k=5).hits]
+    dense = HybridOptions(mode="dense")  # exact cosine scores (the default is hybrid)
+    got = [
+        h.score
+        for h in real_store.query("who approves the database admin role", k=5, options=dense).hits
+    ]
     assert np.allclose(got, exact, atol=1e-5)
 
 
