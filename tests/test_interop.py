@@ -26,6 +26,7 @@ from kbgit.cli import main
 from kbgit.errors import PickleRefusedError
 from kbgit.langchain import EmbeddingsEmbedder, KbgitEmbeddings, KbgitVectorStore
 from kbgit.langchain.interop import export_langchain, import_langchain
+from kbgit.retrieval.fusion import HybridOptions
 
 from .conftest import FAKE_CONFIG
 
@@ -40,6 +41,9 @@ QUERIES = ["keys rotation steps", "vpn dns tls", "billing runbook part 2", "sso 
 
 #: continuous (tie-free) normalized embeddings, so a top-k has one right answer
 DET = EmbeddingsEmbedder(DeterministicFakeEmbedding(size=64), model_id="det:64")
+
+
+DENSE = HybridOptions(mode="dense")  # the comparisons with FAISS are of dense search
 
 
 def lc_folder(
@@ -62,7 +66,7 @@ def top_ids(vs: FAISS, q: str, k: int = 5) -> list[str]:
 
 
 def kbgit_ids(kb: KnowledgeStore, q: str, k: int = 5) -> list[str]:
-    hits = kb.query(q, k + 1).hits
+    hits = kb.query(q, k + 1, options=DENSE).hits  # exact scores, as FAISS gives
     scores = [round(h.score, 5) for h in hits]
     assert len(set(scores)) == len(scores), f"tied scores make top-k ambiguous: {q!r}"
     return [h.chunk_id for h in hits[:k]]
@@ -235,7 +239,11 @@ def test_real_model_chatchat_round_trip(tmp_path: Path, monkeypatch) -> None:
     )
     for q in ["how often do keys rotate", "vpn not connecting", "when are invoices sent"]:
         want = top_ids(source, q, 3)
-        assert [h.chunk_id for h in kb.query(q, 3).hits] == want == top_ids(loaded, q, 3), q
+        assert (
+            [h.chunk_id for h in kb.query(q, 3, options=DENSE).hits]
+            == want
+            == top_ids(loaded, q, 3)
+        ), q
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
