@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import FormatError
 from . import jsonio
-
-if TYPE_CHECKING:
-    from .shards import Layout
 
 #: the format new stores are written in; a store keeps its format until ``kbgit migrate``
 FORMAT_VERSION = 2
@@ -58,6 +55,28 @@ class DocEntry:
             str(d["segment"]),
             tuple(str(c) for c in d["chunks"]),
         )
+
+
+# how a format 2 ledger is stored (kbgit/format/shards.py reads and writes it)
+@dataclasses.dataclass(frozen=True)
+class ShardClaim:
+    """What the root says about one shard file."""
+
+    sha256: str
+    size: int
+    documents: int
+    chunks: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Which paths sit in which shard, and the root's claim for each shard."""
+
+    width: int
+    claims: dict[str, ShardClaim]
+    paths: dict[str, frozenset[str]]
+    #: git blob id of each shard, when read from a commit (the ShardCache keys)
+    blobs: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

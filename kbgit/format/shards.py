@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import FormatError, IntegrityError
 from ..gitrepo import GitRepo
 from . import jsonio
-from .ledger import LEDGER_PATH, DocEntry, Ledger, parse_ledger_json
+from .ledger import LEDGER_PATH, DocEntry, Layout, Ledger, ShardClaim, parse_ledger_json
 
 SHARD_DIR = "ledger"
 #: hex digits of sha256(path) naming a shard: 256 shards, ~400 documents each at 100k
@@ -35,27 +35,6 @@ def shard_key(path: str, width: int = SHARD_HEX) -> str:
 def shard_path(key: str) -> str:
     """Return the file of a shard."""
     return f"{SHARD_DIR}/{key}.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardClaim:
-    """What the root says about one shard file."""
-
-    sha256: str
-    size: int
-    documents: int
-    chunks: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Which paths sit in which shard, and the root's claim for each shard."""
-
-    width: int
-    claims: dict[str, ShardClaim]
-    paths: dict[str, frozenset[str]]
-    #: git blob id of each shard, when read from a commit (the ShardCache keys)
-    blobs: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def encode_shard(docs: Mapping[str, DocEntry]) -> bytes:
