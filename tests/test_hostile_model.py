@@ -87,7 +87,10 @@ def test_a_model_this_host_does_not_allow_is_a_visible_refusal(
 
         def served_and_refused() -> dict[str, Any] | None:
             body = get(f"{srv.url}/health", headers=auth()).json()
-            return body if body["head"]["commit"] and body["refused"] else None
+            # the refusal and the older good commit land during the first attempt;
+            # last_result is the result of the last *finished* attempt (None until then)
+            done = body["sync"]["last_result"] is not None
+            return body if done and body["head"]["commit"] and body["refused"] else None
 
         body = wait_until(served_and_refused, timeout=30)
         refusal = body["refused"][0]
