@@ -36,6 +36,15 @@ DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_INDEX_FILE_BYTES = 2 * 1024 * 1024 * 1024
 #: name of the git remote that points at the hub
 HUB_REMOTE = "hub"
+#: segments with at least this many vectors get an ANN index built by the serving
+#: machine (0: never); below it exact search is as fast (bench/bench_ann.py)
+DEFAULT_ANN_MIN_VECTORS = 50_000
+#: IVF cells probed per query per segment (recall vs time, bench/bench_ann.py)
+DEFAULT_ANN_NPROBE = 32
+#: what the IVF lists hold: 8-bit codes ("sq8", 1/4 of float32) or float32 ("flat");
+#: candidates are re-scored exactly either way
+ANN_CODECS = ("sq8", "flat")
+DEFAULT_ANN_CODEC = "sq8"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +74,10 @@ class StoreConfig:
     signing_key: str = ""
     #: allowed-signers file; when set, verify and pull accept only commits signed by it
     allowed_signers: str = ""
+    #: approximate search for large segments (kbgit/format/ann.py): threshold, probes, codec
+    ann_min_vectors: int = DEFAULT_ANN_MIN_VECTORS
+    ann_nprobe: int = DEFAULT_ANN_NPROBE
+    ann_codec: str = DEFAULT_ANN_CODEC
 
     def __post_init__(self) -> None:
         if self.chunk_size < 8:
@@ -81,6 +94,7 @@ class StoreConfig:
         check_backend(self.backend)
         if "<" not in self.author or not self.author.endswith(">"):
             raise ConfigError(f"author must look like 'Name <email>', got {self.author!r}")
+        check_ann(self.ann_min_vectors, self.ann_nprobe, self.ann_codec)
 
     @property
     def chunking(self) -> dict[str, Any]:
@@ -137,6 +151,11 @@ class StoreConfig:
             ),
             signing_key=_optional("signing_key", self.signing_key),
             allowed_signers=_optional("allowed_signers", self.allowed_signers),
+            ann_min_vectors=_optional_int(
+                "ann_min_vectors", self.ann_min_vectors, DEFAULT_ANN_MIN_VECTORS
+            ),
+            ann_nprobe=_optional_int("ann_nprobe", self.ann_nprobe, DEFAULT_ANN_NPROBE),
+            ann_codec=_optional_str("ann_codec", self.ann_codec, DEFAULT_ANN_CODEC),
         )
 
 
@@ -175,6 +194,14 @@ author = "{author}"
 # allowed-signers format) that `kbgit verify` and `kbgit pull` require a signature from.
 {signing_key}
 {allowed_signers}
+# Approximate search (local, never committed): a segment of at least ann_min_vectors
+# vectors gets an IVF index built on this machine from its verified vectors and cached
+# under .git/kbgit-ann (0: always exact). ann_nprobe: cells searched per query (more:
+# better recall, slower). ann_codec: "sq8" (8-bit codes, 1/4 the memory) or "flat".
+# A query can always ask for exact search (kbgit query --exact).
+{ann_min_vectors}
+{ann_nprobe}
+{ann_codec}
 """
 
 
@@ -192,6 +219,22 @@ def _optional_int(key: str, value: int, default: int) -> str:
     """Render a newer integer setting, commented out at its default (see :func:`_optional`)."""
     line = f"{key} = {value}"
     return line if value != default else f"# {line}"
+
+
+def _optional_str(key: str, value: str, default: str) -> str:
+    """Render a newer string setting, commented out at its default (see :func:`_optional`)."""
+    line = f'{key} = "{_quote(value)}"'
+    return line if value != default else f"# {line}"
+
+
+def check_ann(min_vectors: int, nprobe: int, codec: str) -> None:
+    """Refuse ANN settings that cannot work (kbgit/format/ann.py uses them)."""
+    if min_vectors < 0 or nprobe < 1:
+        raise ConfigError(
+            f"ann_min_vectors must be >= 0 and ann_nprobe >= 1, got {min_vectors} and {nprobe}"
+        )
+    if codec not in ANN_CODECS:
+        raise ConfigError(f"ann_codec must be one of {', '.join(ANN_CODECS)}, got {codec!r}")
 
 
 def _quote(value: str) -> str:
@@ -315,6 +358,10 @@ class ServeConfig:
     peers: tuple[str, ...] = ()
     #: the primary's base URL, named in a standby's 409 answer to a write ("" = ask peers)
     primary_url: str = ""
+    #: approximate search for large segments, built by this server (see StoreConfig)
+    ann_min_vectors: int = DEFAULT_ANN_MIN_VECTORS
+    ann_nprobe: int = DEFAULT_ANN_NPROBE
+    ann_codec: str = DEFAULT_ANN_CODEC
 
     def __post_init__(self) -> None:
         _ = self.host, self.port  # validates bind
@@ -334,6 +381,7 @@ class ServeConfig:
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate store names: {names}")
+        check_ann(self.ann_min_vectors, self.ann_nprobe, self.ann_codec)
 
     @property
     def model_dirs(self) -> list[str]:

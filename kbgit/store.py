@@ -20,6 +20,8 @@ import filelock
 from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig
 from .embeddings import Embedder, load_embedder
 from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
+from .format.ann import AnnSettings
+from .format.anncache import AnnCache
 from .format.checks import SegmentCache
 from .format.ledger import Ledger
 from .format.limits import Limits
@@ -111,6 +113,8 @@ class KnowledgeStore:
         self._cache = SegmentCache()
         #: lexical indexes of the revisions queried (per-segment terms cached by content)
         self.lexical = LexicalIndexes.for_store(self.root)
+        #: ANN indexes of large segments, built here and cached under .git/kbgit-ann
+        self.ann = AnnCache.for_store(self.root, AnnSettings.of(self.config))
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
@@ -177,7 +181,9 @@ class KnowledgeStore:
                 f"{self.root} has no commits yet",
                 hint=f"ingest documents first: kbgit ingest {self.root} DOCS",
             )
-        return load_snapshot(self.repo, rev, cache=self._cache, limits=Limits.of(self.config))
+        return load_snapshot(
+            self.repo, rev, cache=self._cache, limits=Limits.of(self.config), ann=self.ann
+        )
 
     def verify(self, rev: str = "HEAD") -> Snapshot:
         """Check every file of ``rev`` against its manifest and ledger; raise IntegrityError."""

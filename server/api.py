@@ -28,7 +28,8 @@ from .state import AppState, BadRequest, NotFound, Unauthorized
 
 bp = Blueprint("kbgit", __name__)
 
-_MODE_KEYS = {"mode", "alpha", "fusion", "rrf_k", "depth"}
+_MODE_KEYS = {"mode", "alpha", "fusion", "rrf_k", "depth", "exact"}
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
 _QUERY_KEYS = {"query", "k", "filter", "score_threshold"} | _MODE_KEYS
 _FILTER_KEYS = {"source"}
 _pinned = threading.local()
@@ -143,6 +144,10 @@ def _get_options(args: Any) -> dict[str, Any]:
                 out[key] = int(args[key])
     except ValueError as exc:
         raise BadRequest("alpha must be a number, rrf_k and depth integers") from exc
+    if "exact" in args:
+        if args["exact"].lower() not in _BOOLS:
+            raise BadRequest(f"exact must be true or false, got {args['exact']!r}")
+        out["exact"] = _BOOLS[args["exact"].lower()]
     return out
 
 

@@ -20,6 +20,7 @@ from waitress import wasyncore
 
 from kbgit.config import CONFIG_NAME, ServeConfig, StoreConfig
 from kbgit.errors import ConfigError, KbgitError
+from kbgit.format.ann import AnnSettings
 from kbgit.format.limits import Limits
 from kbgit.models import ModelAllowList
 from kbgit.serving.follower import Follower
@@ -87,6 +88,7 @@ class Server:
                     manage_gc=True,
                     limits=Limits.of(config),
                     allowed_signers=config.allowed_signers,
+                    ann=AnnSettings.of(config),
                 )
             )
             interval = config.interval if spec.hub else min(config.interval, PRIMARY_POLL)

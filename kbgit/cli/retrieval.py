@@ -18,7 +18,7 @@ _DEFAULT = HybridOptions()
 
 
 def mode_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --fusion, --alpha, --rrf-k and --depth (how hybrid mode fuses) to a command."""
+    """Add --fusion, --alpha, --rrf-k, --depth (how hybrid mode fuses) and --exact."""
     for opt in reversed(
         [
             click.option(
@@ -48,6 +48,11 @@ def mode_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 default=_DEFAULT.depth,
                 show_default=True,
                 help="Candidates each retriever contributes to a hybrid query.",
+            ),
+            click.option(
+                "--exact",
+                is_flag=True,
+                help="Score every vector, even in segments with an ANN index (ann_min_vectors).",
             ),
         ]
     ):

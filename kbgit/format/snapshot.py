@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import QueryError
 from ..gitrepo import GitRepo
+from .anncache import AnnCache
 from .checks import (
     SegmentCache,
     check_docs,
@@ -79,11 +80,13 @@ class Snapshot:
         *,
         source: str | Sequence[str] | None = None,
         score_threshold: float | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """Return the k best chunks for a query vector.
 
         ``source`` keeps only documents whose path starts with the given prefix (or one
-        of several prefixes); ``score_threshold`` drops hits scoring below it.
+        of several prefixes); ``score_threshold`` drops hits scoring below it; ``exact``
+        scores every row even in segments that have an ANN index.
         """
         if not 1 <= k <= 10_000:
             raise QueryError(f"k must be between 1 and 10000, got {k}")
@@ -101,7 +104,7 @@ class Snapshot:
             ]
         hits = [
             Hit(m.score, m.row.id, self.sources[m.row.id], m.row.text, m.row.meta)
-            for m in self.index.search(vector, k, allowed)
+            for m in self.index.search(vector, k, allowed, exact=exact)
         ]
         if score_threshold is not None:
             hits = [h for h in hits if h.score >= score_threshold]
@@ -115,12 +118,15 @@ def load_snapshot(
     cache: SegmentCache | None = None,
     limits: Limits = DEFAULT_LIMITS,
     record: VerifiedRecord | None = None,
+    ann: AnnCache | None = None,
 ) -> Snapshot:
     """Verify commit ``rev`` completely and return it as a searchable snapshot.
 
     With ``record``, a commit it lists (verified on this machine before) is loaded
     without the sha256 pass and the ledger <-> vectors <-> documents checks; a commit it
-    does not list is verified in full and then added to it.
+    does not list is verified in full and then added to it. With ``ann``, segments at or
+    above its threshold get their ANN index (from ``ann``, else built now from the
+    verified vectors), so a snapshot is ready to serve when this returns.
     """
     commit = repo.rev_parse(rev)
     if commit is None:
@@ -138,7 +144,8 @@ def load_snapshot(
         docs = check_docs(repo, tree, ledger, cache)
         if record is not None:
             record.add(commit)
-    index = LiveIndex(segments, dead, manifest.dim)
+    approx = ann.for_segments(manifest, segments) if ann is not None else None
+    index = LiveIndex(segments, dead, manifest.dim, approx)
     return Snapshot(
         commit,
         repo.commit_time(commit),

@@ -15,14 +15,17 @@ import functools
 import itertools
 import json
 import struct
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from ..errors import IntegrityError, QueryError
 from . import jsonio
+
+if TYPE_CHECKING:
+    from .ann import AnnIndex
 
 _FLAT_IP = b"IxFI"
 # fourcc, d (int32), ntotal (int64), two unused int64, is_trained (bool), metric (int32),
@@ -147,7 +150,7 @@ class Match:
 
 
 class LiveIndex:
-    """The searchable union of segments minus tombstoned rows (exact inner product).
+    """The searchable union of segments minus tombstoned rows (inner product).
 
     Each segment is scored in place (FAISS's SIMD inner products over its vectors, one
     thread); a segment's tombstones are a boolean live mask, so building a LiveIndex for
@@ -155,13 +158,21 @@ class LiveIndex:
     position in :meth:`rows` order, so results do not depend on how rows are split into
     segments (compaction keeps them identical).
 
+    A segment given an :class:`~kbgit.format.ann.AnnIndex` (``ann``, by segment name) is
+    searched approximately unless a query asks for ``exact``: the index proposes live
+    rows (the mask is its ID selector) and they are scored exactly as above.
+
     >>> live = LiveIndex([segment], {"g000001": {"dead-id"}}, 384)   # doctest: +SKIP
     >>> live.search(query_vector, k=5)                               # doctest: +SKIP
     >>> for seg, mask in live.parts(): ...   # rows per segment, live mask (None: all live)
     """
 
     def __init__(
-        self, segments: Iterable[Segment], tombstoned: dict[str, set[str]], dim: int
+        self,
+        segments: Iterable[Segment],
+        tombstoned: dict[str, set[str]],
+        dim: int,
+        ann: Mapping[str, AnnIndex] | None = None,
     ) -> None:
         self.dim = dim
         self._parts: list[_Part] = []
@@ -171,13 +182,18 @@ class LiveIndex:
             if dead:  # O(tombstones) to mark
                 mask = np.ones(len(seg.rows), dtype=bool)
                 mask[[seg.positions[i] for i in dead if i in seg.positions]] = False
-            part = _Part(seg, mask)
+            part = _Part(seg, mask, (ann or {}).get(seg.name))
             if part.live:
                 self._parts.append(part)
         self._offsets = np.cumsum([0] + [p.live for p in self._parts])
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
+
+    @property
+    def approximate(self) -> int:
+        """Return how many segments are searched with an ANN index by default."""
+        return sum(p.ann is not None for p in self._parts)
 
     def parts(self) -> list[tuple[Segment, np.ndarray | None]]:
         """Return each segment with its live mask (None when every row is live)."""
@@ -201,9 +217,17 @@ class LiveIndex:
         return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 
     def search(
-        self, query: np.ndarray, k: int, allowed: Sequence[int] | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: Sequence[int] | None = None,
+        *,
+        exact: bool = False,
     ) -> list[Match]:
-        """Return the k best matches for one query vector, optionally among ``allowed`` rows."""
+        """Return the k best matches for one query vector, optionally among ``allowed`` rows.
+
+        ``exact`` scores every live row even where a segment has an ANN index.
+        """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.dim:
             raise QueryError(f"query vector has dimension {query.shape[0]}, index has {self.dim}")
@@ -212,7 +236,7 @@ class LiveIndex:
         parts = self._parts if allowed is None else self._restrict(allowed)
         found: list[tuple[float, int, int]] = []
         for n, part in enumerate(parts):
-            scores, rows = part.search(query, k)
+            scores, rows = part.search(query, k, exact=exact)
             found += [(-float(s), n, int(r)) for s, r in zip(scores, rows, strict=True)]
         found.sort()
         return [Match(-s, parts[n].segment.name, parts[n].segment.rows[r]) for s, n, r in found[:k]]
@@ -227,39 +251,66 @@ class LiveIndex:
             if len(local):
                 mask = np.zeros(len(p.segment.rows), dtype=bool)
                 mask[p.live_rows()[local]] = True
-                out.append(_Part(p.segment, mask))
+                out.append(_Part(p.segment, mask, p.ann))
         return out
 
 
 class _Part:
-    """One segment of a LiveIndex and the mask of its live rows."""
+    """One segment of a LiveIndex, the mask of its live rows and its ANN index if any."""
 
-    def __init__(self, segment: Segment, mask: np.ndarray | None) -> None:
+    def __init__(
+        self, segment: Segment, mask: np.ndarray | None, ann: AnnIndex | None = None
+    ) -> None:
         self.segment = segment
         self.mask = mask if mask is not None and not mask.all() else None
         self.live = len(segment.rows) if self.mask is None else int(self.mask.sum())
+        self.ann = ann
+        #: the live mask packed as FAISS's ID-selector bitmap (little-endian bits)
+        self.bitmap = None if self.mask is None else np.packbits(self.mask, bitorder="little")
 
     def live_rows(self) -> np.ndarray:
         """Return the row numbers of the live rows, ascending."""
         return np.arange(len(self.segment.rows)) if self.mask is None else np.flatnonzero(self.mask)
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return the best (scores, row numbers) among live rows; ties by lower row first."""
+    def search(
+        self, query: np.ndarray, k: int, *, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the best (scores, row numbers) among live rows; ties by lower row first.
+
+        With an ANN index (and not ``exact``) only the rows it proposes are scored; if
+        it proposes fewer than k live rows (a narrow filter), every row is scored.
+        """
+        if self.ann is not None and not exact:
+            rows = self.ann.candidates(query, k, self.bitmap)
+            if len(rows) >= min(k, self.live):
+                return _best(_scores(query, self.segment.vectors[rows]), rows, k)
         vecs = np.ascontiguousarray(self.segment.vectors, dtype=np.float32)
-        scores = np.empty(len(vecs), dtype=np.float32)
-        faiss.fvec_inner_products_ny(
-            faiss.swig_ptr(scores),
-            faiss.swig_ptr(query),
-            faiss.swig_ptr(vecs),
-            len(query),
-            len(vecs),
-        )
+        scores = _scores(query, vecs)
         rows = np.arange(len(vecs))
         if self.mask is not None:
             scores, rows = scores[self.mask], rows[self.mask]
-        if len(scores) > k:  # every row scoring at least the k-th best, then exact order
-            cut = np.partition(scores, len(scores) - k)[len(scores) - k]
-            keep = np.flatnonzero(scores >= cut)
-            scores, rows = scores[keep], rows[keep]
-        order = np.lexsort((rows, -scores))[:k]
-        return scores[order], rows[order]
+        return _best(scores, rows, k)
+
+
+def _scores(query: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+    """Return the inner product of ``query`` with each row of ``vecs`` (FAISS's kernel)."""
+    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+    scores = np.empty(len(vecs), dtype=np.float32)
+    faiss.fvec_inner_products_ny(
+        faiss.swig_ptr(scores),
+        faiss.swig_ptr(query),
+        faiss.swig_ptr(vecs),
+        len(query),
+        len(vecs),
+    )
+    return scores
+
+
+def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the k best (scores, rows), best first, ties by lower row number."""
+    if len(scores) > k:  # every row scoring at least the k-th best, then exact order
+        cut = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = np.flatnonzero(scores >= cut)
+        scores, rows = scores[keep], rows[keep]
+    order = np.lexsort((rows, -scores))[:k]
+    return scores[order], rows[order]

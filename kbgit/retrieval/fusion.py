@@ -23,7 +23,11 @@ MAX_DEPTH = 1000
 
 @dataclasses.dataclass(frozen=True)
 class HybridOptions:
-    """How a query retrieves: mode, fusion, weight of dense, RRF k, candidates per retriever."""
+    """How a query retrieves: mode, fusion, weight of dense, RRF k, candidates, exact dense.
+
+    ``exact`` scores every vector even in segments that have an ANN index (dense and
+    hybrid modes; kbgit/format/ann.py).
+    """
 
     # defaults from bench/bench_retrieval.py (bench/README.md): plain RRF over the top 20
     # of each retriever was the only setting at least as good as the better single
@@ -34,6 +38,7 @@ class HybridOptions:
     alpha: float = 0.5
     rrf_k: int = 60
     depth: int = 20
+    exact: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -50,6 +55,8 @@ class HybridOptions:
         for name, value, top in (("rrf_k", self.rrf_k, 10_000), ("depth", self.depth, MAX_DEPTH)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
                 raise QueryError(f"{name} must be an integer between 1 and {top}, got {value!r}")
+        if not isinstance(self.exact, bool):
+            raise QueryError(f"exact must be true or false, got {self.exact!r}")
 
     def to_json(self) -> dict[str, Any]:
         """Return the options as reported with an answer."""

@@ -142,7 +142,7 @@ def search(
         allowed = None
         if ok is not None:
             allowed = [i for i, (_s, row) in enumerate(snap.index.rows()) if ok(row)]
-        found = snap.index.search(embed(text), depth, allowed)
+        found = snap.index.search(embed(text), depth, allowed, exact=opts.exact)
         lists["dense"] = [(m.row.id, m.score) for m in found]
         rows.update((m.row.id, m.row) for m in found)
     if opts.mode in ("lexical", "hybrid"):

@@ -27,6 +27,8 @@ from typing import Any
 from ..config import MAX_K
 from ..embeddings import Embedder, load_embedder
 from ..errors import ConfigError, IntegrityError, KbgitError, NotReadyError, QueryError
+from ..format.ann import AnnSettings
+from ..format.anncache import AnnCache
 from ..format.checks import SegmentCache
 from ..format.limits import Limits
 from ..format.manifest import MANIFEST_PATH, Manifest
@@ -218,6 +220,7 @@ class KnowledgeService:
         manage_gc: bool = False,
         limits: Limits | None = None,
         allowed_signers: str = "",
+        ann: AnnSettings | None = None,
     ) -> None:
         self.name = name
         #: size limits on what a commit may make this server read (docs, index files)
@@ -231,6 +234,8 @@ class KnowledgeService:
         self.record = VerifiedRecord.open(self.repo)
         #: per-segment BM25 terms cached by content; one lexical index per loaded commit
         self.lexical = LexicalIndexes.for_store(self.path)
+        #: ANN indexes of large segments, built here from verified vectors (before a swap)
+        self.ann = AnnCache.for_store(self.path, ann or AnnSettings())
         #: how queries that name no mode retrieve
         self.options = HybridOptions()
         #: (commit, score) of the last served commit's own evals/ (None: it has none)
@@ -274,7 +279,12 @@ class KnowledgeService:
         self._warm_model(rev)
         with gc_paused():
             snap = load_snapshot(
-                self.repo, rev, cache=self.cache, limits=self.limits, record=self.record
+                self.repo,
+                rev,
+                cache=self.cache,
+                limits=self.limits,
+                record=self.record,
+                ann=self.ann,
             )
         if verified is not None:
             verified()
@@ -325,6 +335,7 @@ class KnowledgeService:
         del old  # freed here by reference counting, or when its last query returns
         self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
         self.lexical.retain(snap)
+        self.ann.retain(self.ann.keys(snap.manifest))
         if self.manage_gc:
             freeze_long_lived()
         if changed:
@@ -384,6 +395,7 @@ class KnowledgeService:
             snap = cur.snapshot
             self.cache.retain(set(snap.cache_keys), set(snap.doc_blobs), set(snap.shard_keys))
             self.lexical.retain(snap)
+            self.ann.retain(self.ann.keys(snap.manifest))
 
     def refuse(self, commit: str, reason: str) -> None:
         """Record that ``commit`` failed verification and is not served."""
@@ -453,6 +465,7 @@ class KnowledgeService:
                 "vectors": snap.vectors if snap else 0,
                 "segments": len(snap.manifest.segments) if snap else 0,
                 "documents": len(snap.ledger.documents) if snap else 0,
+                "ann_segments": snap.index.approximate if snap else 0,
             },
             "model": {
                 "id": snap.ledger.model_id if snap else None,
