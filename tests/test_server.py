@@ -177,7 +177,13 @@ def test_health_and_ready_before_and_after_preload(store: KnowledgeStore, docs: 
         assert get(srv.url + "/ready").status_code == 200
         h = get(srv.url + "/health").json()
         assert h["status"] == "ok"
-        assert h["index"] == {"loaded": True, "vectors": 4, "segments": 1, "documents": 4}
+        assert h["index"] == {
+            "loaded": True,
+            "vectors": 4,
+            "segments": 1,
+            "documents": 4,
+            "ann_segments": 0,
+        }
         assert h["model"] == {"id": "fake:64", "ready": True}
         assert h["head"]["commit"] == store.repo.head()
         assert h["lag"] == {"seconds": 0.0, "commits": 0}

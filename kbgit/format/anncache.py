@@ -42,9 +42,12 @@ class AnnCache:
 
     @classmethod
     def for_store(cls, root: str | Path, settings: AnnSettings) -> AnnCache:
-        """Return a cache under a store's ``.git`` (memory only without one)."""
-        git = Path(root) / ".git"
-        return cls(settings, Path(root) / CACHE_SUBDIR if git.is_dir() else None)
+        """Return a cache under a store's ``.git`` (used once the store's ``.git`` exists).
+
+        A standby's replica is cloned after its service is created, so the directory is
+        not required to exist yet; nothing is written while ``.git`` is missing.
+        """
+        return cls(settings, Path(root) / CACHE_SUBDIR)
 
     def __init__(self, settings: AnnSettings, directory: Path | None = None) -> None:
         self.settings = settings
@@ -145,12 +148,12 @@ class AnnCache:
 
     def _save(self, key: str, index: faiss.IndexIVF) -> None:
         """Write an entry and its checksum (best effort: a failure costs a rebuild later)."""
-        if self.directory is None:
+        if self.directory is None or not self.directory.parent.is_dir():
             return
         data = faiss.serialize_index(index).tobytes()
         path, digest = self.paths(key)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(exist_ok=True)
             write_atomic(path, data)
             write_atomic(digest, hashlib.sha256(data).hexdigest().encode())
         except OSError as exc:

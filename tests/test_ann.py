@@ -1,0 +1,191 @@
+"""Approximate search: IVF indexes built locally, cached with a checksum, masks, exact option."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kbgit import KnowledgeStore
+from kbgit.cli import main
+from kbgit.config import StoreSpec
+from kbgit.format.ann import AnnSettings, build_index
+from kbgit.format.anncache import CACHE_SUBDIR, AnnCache
+from kbgit.format.vector_index import LiveIndex, Row, Segment
+from kbgit.gitrepo import GitRepo
+from kbgit.retrieval.fusion import HybridOptions
+
+from .conftest import FAKE_CONFIG, write_docs
+from .serve_helpers import get, post, start_server, wait_until
+
+#: a threshold small enough for the test stores below (~150 chunks in one segment)
+TINY = {"ann_min_vectors": 40, "ann_nprobe": 4}
+DENSE = HybridOptions(mode="dense")
+EXACT = HybridOptions(mode="dense", exact=True)
+
+
+def _clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + 0.35 * rng.standard_normal((n, dim)).astype(
+        np.float32
+    )
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _segment(x: np.ndarray, name: str = "g000001") -> Segment:
+    return Segment(name, x, tuple(Row(f"r{i}", f"text {i}", {}) for i in range(len(x))))
+
+
+def _ids(live: LiveIndex, q: np.ndarray, k: int, **kw) -> list[str]:
+    return [m.row.id for m in live.search(q, k, **kw)]
+
+
+def test_ann_recall_is_high_and_exact_matches_brute_force(tmp_path: Path) -> None:
+    x = _clustered(4000)
+    seg = _segment(x)
+    ann = AnnCache(AnnSettings(min_vectors=100, nprobe=8), tmp_path).get("a" * 64, x)
+    live = LiveIndex([seg], {}, 32, {seg.name: ann})
+    assert live.approximate == 1
+    rng = np.random.default_rng(5)
+    found = 0
+    for qi in rng.integers(0, len(x), 100):
+        q = x[qi] + 0.1 * rng.standard_normal(32).astype(np.float32)
+        brute = [f"r{i}" for i in np.argsort(-(x @ q), kind="stable")[:10]]
+        assert _ids(live, q, 10, exact=True) == brute
+        found += len(set(_ids(live, q, 10)) & set(brute))
+    assert found / 1000 >= 0.95  # recall@10 of the IVF (sq8 + exact re-scoring)
+
+
+def test_tombstoned_and_filtered_rows_never_come_back_from_ann(tmp_path: Path) -> None:
+    x = _clustered(3000, seed=1)
+    seg = _segment(x)
+    dead = {f"r{i}" for i in range(0, 3000, 2)}
+    ann = AnnCache(AnnSettings(min_vectors=100, nprobe=8), tmp_path).get("b" * 64, x)
+    live = LiveIndex([seg], {seg.name: dead}, 32, {seg.name: ann})
+    allowed_rows = list(range(0, len(live), 7))  # positions in live-row order
+    allowed = {live.rows()[i][1].id for i in allowed_rows}
+    same = 0
+    for i in range(0, 3000, 37):  # dead vectors themselves as queries: best match is dead
+        got = _ids(live, x[i], 10)
+        assert len(got) == 10 and not dead & set(got)
+        narrow = _ids(live, x[i], 10, allowed=allowed_rows)
+        assert len(narrow) == 10 and set(narrow) <= allowed
+        same += len(set(narrow) & set(_ids(live, x[i], 10, allowed=allowed_rows, exact=True)))
+    assert same >= 0.9 * 10 * len(range(0, 3000, 37))
+
+
+def test_two_builds_of_one_segment_are_identical(tmp_path: Path) -> None:
+    x = _clustered(2500, seed=2)
+    for codec in ("sq8", "flat"):
+        one = faiss.serialize_index(build_index(x, codec)).tobytes()
+        two = faiss.serialize_index(build_index(x.copy(), codec)).tobytes()
+        assert hashlib.sha256(one).digest() == hashlib.sha256(two).digest()
+    a = AnnCache(AnnSettings(min_vectors=10), tmp_path / "a")
+    b = AnnCache(AnnSettings(min_vectors=10), tmp_path / "b")
+    a.directory.mkdir()
+    b.directory.mkdir()
+    a.get("c" * 64, x)
+    b.get("c" * 64, x)
+    files_a = {p.name: p.read_bytes() for p in a.directory.iterdir()}
+    files_b = {p.name: p.read_bytes() for p in b.directory.iterdir()}
+    assert files_a == files_b and len(files_a) == 2
+
+
+def _big_docs(root: Path, n: int = 60, seed: int = 3) -> Path:
+    """Documents of words drawn from a small vocabulary (about 150 chunks in all)."""
+    rnd = random.Random(seed)
+    vocab = [f"w{i}" for i in range(120)]
+    files = {
+        f"d{i:03d}.md": ". ".join(" ".join(rnd.choices(vocab, k=12)) for _ in range(8)) + ".\n"
+        for i in range(n)
+    }
+    return write_docs(root, files)
+
+
+@pytest.fixture
+def big(tmp_path: Path, hub: Path) -> KnowledgeStore:
+    """A store whose one segment is over the tiny ANN threshold."""
+    cfg = dataclasses.replace(FAKE_CONFIG, **TINY)
+    store = KnowledgeStore.init(tmp_path / "kb", hub=str(hub), config=cfg)
+    store.ingest(_big_docs(tmp_path / "docs"))
+    return store
+
+
+def _cache_files(root: Path) -> list[Path]:
+    return sorted((root / CACHE_SUBDIR).glob("*.faiss"))
+
+
+def test_forced_exact_equals_exact_search_and_ann_is_used(big: KnowledgeStore) -> None:
+    plain = KnowledgeStore(big.root, dataclasses.replace(FAKE_CONFIG, ann_min_vectors=0))
+    snap = big.snapshot()
+    assert snap.vectors >= 100 and snap.index.approximate == 1 and big.ann.built == 1
+    assert plain.snapshot().index.approximate == 0
+    agree = 0
+    for text in ("w1 w2 w3", "w40 w41 w7 w9", "w100 w3", "w77 w5 w6 w11 w12", "w0"):
+        exact = [h.chunk_id for h in plain.query(text, 10, options=DENSE).hits]
+        assert [h.chunk_id for h in big.query(text, 10, options=EXACT).hits] == exact
+        agree += len(set(exact) & {h.chunk_id for h in big.query(text, 10, options=DENSE).hits})
+    assert agree >= 40  # of 50: the approximate answer is close on this small store
+
+
+def test_a_corrupted_cache_file_is_rebuilt_not_served(big: KnowledgeStore) -> None:
+    text = "w1 w2 w3 w50"
+    want = [h.chunk_id for h in big.query(text, 10, options=EXACT).hits]
+    (path,) = _cache_files(big.root)
+    good = path.read_bytes()
+    path.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])  # one byte flipped
+    again = KnowledgeStore(big.root, big.config)  # a restart: memory cache empty
+    hits = [h.chunk_id for h in again.query(text, 10, options=EXACT).hits]
+    assert again.ann.refused == 1 and again.ann.built == 1 and again.ann.loaded == 0
+    assert path.read_bytes() == good and hits == want
+    # bytes FAISS reads fine, checksum matching, but not this segment's index: refused too
+    wrong = faiss.serialize_index(faiss.IndexFlatIP(64)).tobytes()
+    path.write_bytes(wrong)
+    path.with_suffix(".sha256").write_text(hashlib.sha256(wrong).hexdigest())
+    third = KnowledgeStore(big.root, big.config)
+    third.query(text, 10, options=DENSE)
+    assert (third.ann.refused, third.ann.built) == (1, 1) and path.read_bytes() == good
+    fourth = KnowledgeStore(big.root, big.config)  # a good entry is read, not rebuilt
+    fourth.query(text, 10, options=DENSE)
+    assert (fourth.ann.loaded, fourth.ann.built, fourth.ann.refused) == (1, 0, 0)
+
+
+def test_cli_exact_flag(big: KnowledgeStore) -> None:
+    res = CliRunner().invoke(
+        main, ["query", str(big.root), "w1 w2", "--mode", "dense", "--exact", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    want = [h.chunk_id for h in big.query("w1 w2", 5, options=EXACT).hits]
+    assert '"chunk_id"' in res.output and all(c in res.output for c in want)
+
+
+def test_standby_builds_its_own_ann_and_http_exact(big: KnowledgeStore, tmp_path: Path) -> None:
+    replica = tmp_path / "replica"
+    srv = start_server(StoreSpec("default", str(replica), hub=big.config.hub), **TINY)
+    try:
+        wait_until(lambda: srv.services.ready)
+        health = get(srv.url + "/health").json()
+        assert health["index"]["ann_segments"] == 1
+        assert len(_cache_files(replica)) == 1  # built on the standby, under its .git
+        names = GitRepo(Path(big.config.hub)).run("ls-tree", "-r", "--name-only", "HEAD")
+        assert "kbgit-ann" not in names and ".sha256" not in names
+        body = {"query": "w1 w2 w3", "k": 5, "mode": "dense"}
+        exact = post(srv.url + "/query", json={**body, "exact": True})
+        assert exact.status_code == 200 and exact.json()["mode"]["exact"] is True
+        want = [h.chunk_id for h in big.query("w1 w2 w3", 5, options=EXACT).hits]
+        assert [h["chunk_id"] for h in exact.json()["hits"]] == want
+        assert get(srv.url + "/query", params={"q": "w1", "exact": "true"}).status_code == 200
+        for bad in ("yes", 1, None, [True]):
+            r = post(srv.url + "/query", json={**body, "exact": bad})
+            assert r.status_code == 400 and "exact" in r.json()["error"], r.text
+        r = get(srv.url + "/query", params={"q": "w1", "exact": "maybe"})
+        assert r.status_code == 400 and "exact" in r.json()["error"]
+    finally:
+        srv.stop()
