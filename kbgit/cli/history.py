@@ -175,17 +175,30 @@ def tag(store: Path, name: str, rev: str, message: str | None, no_push: bool) ->
 @click.option("--force", is_flag=True, help="Rewrite even a store that is already compact.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; commit nothing.")
 @click.option("--no-push", is_flag=True, help="Commit locally; push with the next write.")
+@click.option(
+    "--tiered",
+    is_flag=True,
+    help="Merge only runs of 4+ segments of one size tier (large stores; see docs/history.md).",
+)
 @JSON
-def compact(store: Path, force: bool, dry_run: bool, no_push: bool, as_json: bool) -> None:
+def compact(
+    store: Path, force: bool, dry_run: bool, no_push: bool, tiered: bool, as_json: bool
+) -> None:
     """Merge all segments into one and drop tombstoned vectors, as one forward commit.
 
-    Search results are unchanged; the hub grows by one copy of the live index.
+    Search results are unchanged; the hub grows by one copy of the live index (with
+    --tiered, by the merged segments only).
 
-    Example: kbgit compact ./kb
+    Example: kbgit compact ./kb --tiered
     """
-    res = compaction.compact(KnowledgeStore(store), force=force, dry_run=dry_run, push=not no_push)
+    res = compaction.compact(
+        KnowledgeStore(store), force=force, dry_run=dry_run, push=not no_push, tiered=tiered
+    )
     if as_json:
         emit_json(dataclasses.asdict(res))
+        return
+    if res.noop and tiered:
+        click.echo(f"no size tier is full ({res.segments_before} segments): no commit")
         return
     if res.noop:
         click.echo(f"already compact ({res.segments_before} segment, no tombstones): no commit")

@@ -31,6 +31,7 @@ from ..format.shards import encode_ledger
 from ..format.snapshot import Snapshot, load_snapshot
 from ..format.trailers import Trailers
 from ..gitrepo import GitRepo
+from .tiers import BASE, plan_tiered
 
 if TYPE_CHECKING:
     from ..store import KnowledgeStore
@@ -96,6 +97,17 @@ def is_compact(manifest: Manifest) -> bool:
     return len(manifest.segments) <= 1 and not any(s.tombstones for s in manifest.segments)
 
 
+def _unchanged(snap: Snapshot, dry_run: bool) -> CompactResult:
+    """Return the result of a compaction that has nothing to merge."""
+    old = snap.manifest
+    size = sum(f.size for f in old.files())
+    segments, tombstones = len(old.segments), sum(len(s.tombstones) for s in old.segments)
+    dropped = sum(s.vectors for s in old.segments) - old.live_vectors
+    return CompactResult(
+        None, segments, segments, tombstones, old.live_vectors, dropped, size, size, False, dry_run
+    )
+
+
 def _describe(
     snap: Snapshot, result: CompactResult, generation: int
 ) -> tuple[str, list[str], Trailers]:
@@ -103,8 +115,9 @@ def _describe(
         f"kbgit compact: {result.segments_before} segments -> {result.segments_after}, "
         f"{result.vectors_dropped} tombstoned vectors dropped"
     )
+    where = "one segment" if result.segments_after <= 1 else "merged size tiers"
     body = [
-        f"Every live vector of {snap.commit[:12]} now sits in one segment; search results",
+        f"The live vectors of {snap.commit[:12]} now sit in {where}; search results",
         "are unchanged. Older segments remain in history for rollback.",
     ]
     trailers = Trailers(
@@ -126,25 +139,35 @@ def compact(
     dry_run: bool = False,
     push: bool = True,
     wait: bool = True,
+    tiered: bool = False,
+    tier_base: int = BASE,
 ) -> CompactResult:
-    """Merge HEAD's segments into one, drop tombstoned rows, commit, verify and push."""
+    """Merge HEAD's segments into one, drop tombstoned rows, commit, verify and push.
+
+    ``tiered`` merges only runs of same-size segments (kbgit/history/tiers.py): a
+    no-op when no tier is full, and ``force`` then means a full compaction. ``tier_base``
+    sets where tier 0 ends (tiers.BASE * tiers.FANOUT live vectors by default).
+    """
     with store.writer.transaction(wait=wait) as txn:
         cache = SegmentCache()
         snap = load_snapshot(store.repo, "HEAD", cache=cache)
         old = snap.manifest
-        plan = build_compaction(snap)
+        tiers = plan_tiered(snap, tier_base) if tiered and not force else None
+        if tiered and not force and tiers is None:
+            return _unchanged(snap, dry_run)
+        plan = Compaction(*tiers) if tiers is not None else build_compaction(snap)
         result = CompactResult(
             None,
             len(old.segments),
             len(plan.manifest.segments),
             sum(len(s.tombstones) for s in old.segments),
             old.live_vectors,
-            sum(s.vectors for s in old.segments) - old.live_vectors,
+            sum(s.vectors for s in old.segments) - sum(s.vectors for s in plan.manifest.segments),
             sum(f.size for f in old.files()),
             sum(f.size for f in plan.manifest.files()),
             False,
         )
-        if dry_run or (is_compact(old) and not force):
+        if dry_run or (is_compact(old) and not force and not tiered):
             return dataclasses.replace(result, dry_run=dry_run)
         for path in plan.deletes:
             txn.delete(path)
