@@ -7,7 +7,10 @@ Side by side in one run, per size (one segment of N vectors, 384-d, 1 thread):
   directory (load time, the warm-cache path of a restart); query p50/p99 and recall@10
   against exact over the same vectors, at several nprobe values;
 - memory: the process's resident set growth for vectors + ANN index vs the raw float32
-  vector bytes (goal <= 1.3x), and the ANN file size.
+  vector bytes (goal <= 1.3x), and the ANN file size;
+- from 100k up, the same vectors split as tiered compaction leaves a store at worst (up
+  to 3 segments per size tier, kbgit/history/tiers.py): exact vs default settings (ANN on
+  segments of >= ann_min_vectors, exact on the rest), all through one LiveIndex.
 
 Vectors are synthetic, not from a model: N/100 random centres (at least 10) plus
 Gaussian noise (sigma 0.6 per coordinate: hard for IVF, points spread far from their
@@ -31,10 +34,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from kbgit.config import DEFAULT_ANN_NPROBE
+from kbgit.config import DEFAULT_ANN_MIN_VECTORS, DEFAULT_ANN_NPROBE
 from kbgit.format.ann import AnnSettings, nlist_for
 from kbgit.format.anncache import AnnCache
 from kbgit.format.vector_index import LiveIndex, Row, Segment
+from kbgit.history.tiers import BASE, FANOUT
 
 DIM = 384
 QUERIES = 200
@@ -86,7 +90,7 @@ def timed(live: LiveIndex, qs: np.ndarray, *, exact: bool) -> tuple[float, float
 
 def recall(found: list, truth: list) -> float:
     """Return mean recall@10 of ``found`` against ``truth``."""
-    return statistics.mean(len(set(f) & set(t)) / len(t) for f, t in zip(found, truth))
+    return statistics.mean(len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True))
 
 
 def one_size(n: int, codecs: list[str], nprobes: list[int]) -> None:
@@ -100,7 +104,9 @@ def one_size(n: int, codecs: list[str], nprobes: list[int]) -> None:
     qs = queries(x)
     exact = LiveIndex([seg], {}, DIM)
     p50, p99, truth = timed(exact, qs, exact=True)
-    print(f"\n## {n:,} vectors, 1 segment, nlist {nlist_for(n)} (raw float32 {raw / 2**20:.0f} MiB)")
+    print(
+        f"\n## {n:,} vectors, 1 segment, nlist {nlist_for(n)} (raw float32 {raw / 2**20:.0f} MiB)"
+    )
     print(f"exact            p50 {p50:7.2f} ms  p99 {p99:7.2f} ms")
     for codec in codecs:
         with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +139,48 @@ def one_size(n: int, codecs: list[str], nprobes: list[int]) -> None:
             )
         del ann, live, warm
         gc.collect()
+    if n >= 100_000:
+        tiered(x, qs, truth, p50)
+
+
+def tier_layout(n: int) -> list[int]:
+    """Return segment sizes of n vectors with up to FANOUT - 1 segments per size tier."""
+    sizes, top = [], BASE * FANOUT**8
+    while top >= BASE * FANOUT:
+        while n - sum(sizes) >= top and sizes.count(top) < FANOUT - 1:
+            sizes.append(top)
+        top //= FANOUT
+    rest = n - sum(sizes)
+    return sizes + ([rest] if rest else [])
+
+
+def tiered(x: np.ndarray, qs: np.ndarray, truth: list, exact_p50: float) -> None:
+    """Measure the tier layout of x: exact vs the default ANN settings."""
+    sizes = tier_layout(len(x))
+    bounds = np.cumsum([0, *sizes])
+    segs = [
+        Segment(f"g{i:06d}", x[lo:hi], tuple(Row(str(j), "", {}) for j in range(lo, hi)))
+        for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = AnnCache(AnnSettings(), Path(tmp))
+        t = time.perf_counter()
+        ann = {
+            s.name: cache.get(f"{i:064d}", s.vectors)
+            for i, s in enumerate(segs)
+            if cache.settings.wants(len(s.rows))
+        }
+        build = time.perf_counter() - t
+    live = LiveIndex(segs, {}, DIM, ann)
+    e50, e99, _found = timed(LiveIndex(segs, {}, DIM), qs, exact=True)
+    a50, a99, found = timed(live, qs, exact=False)
+    print(
+        f"tiers {len(segs)} segments {sizes}: {len(ann)} with ANN (>= {DEFAULT_ANN_MIN_VECTORS:,}), "
+        f"build {build:.1f} s\n"
+        f"tiers exact p50 {e50:7.2f} ms  p99 {e99:7.2f} ms (1 segment: {exact_p50:.2f} ms)\n"
+        f"tiers ANN   p50 {a50:7.2f} ms  p99 {a99:7.2f} ms  recall@10 {recall(found, truth):.3f}  "
+        f"speed-up {e50 / a50:5.1f}x"
+    )
 
 
 def main() -> None:
