@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from kbgit import KnowledgeStore
 from kbgit.cli import main
-from kbgit.config import StoreSpec
+from kbgit.config import ServeConfig, StoreConfig, StoreSpec
+from kbgit.errors import ConfigError
 from kbgit.format.ann import AnnSettings, build_index
 from kbgit.format.anncache import CACHE_SUBDIR, AnnCache
 from kbgit.format.vector_index import LiveIndex, Row, Segment
@@ -189,3 +190,17 @@ def test_standby_builds_its_own_ann_and_http_exact(big: KnowledgeStore, tmp_path
         assert r.status_code == 400 and "exact" in r.json()["error"]
     finally:
         srv.stop()
+
+
+def test_ann_settings_are_typed_checked_and_round_trip(tmp_path: Path) -> None:
+    for bad in ({"ann_min_vectors": "many"}, {"ann_codec": "pq"}, {"ann_nprobe": 0}):
+        with pytest.raises(ConfigError):
+            StoreConfig.from_mapping(bad)
+    with pytest.raises(ConfigError):
+        ServeConfig(ann_min_vectors=-1)
+    cfg = StoreConfig(model="fake:8", ann_min_vectors=7, ann_codec="flat")
+    (tmp_path / "kb.toml").write_text(cfg.to_toml())
+    assert StoreConfig.load(tmp_path, env={}) == cfg
+    assert "# ann_nprobe = 32" in cfg.to_toml()  # defaults stay commented out
+    off = StoreConfig.load(tmp_path, env={"KBGIT_ANN_MIN_VECTORS": "0"})
+    assert not AnnSettings.of(off).wants(10**9) and AnnSettings.of(cfg).wants(7)
