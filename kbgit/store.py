@@ -174,15 +174,23 @@ class KnowledgeStore:
         return self.writer.repair()
 
     # -- reading ----------------------------------------------------------------------
-    def snapshot(self, rev: str = "HEAD") -> Snapshot:
-        """Verify and load the store at ``rev``."""
+    def snapshot(self, rev: str = "HEAD", *, ann: bool = True) -> Snapshot:
+        """Verify and load the store at ``rev``.
+
+        ``ann``: give segments of ``ann_min_vectors`` or more their ANN index (read from
+        the local cache, or built now: minutes at a million vectors on a cold cache).
+        """
         if self.repo.head() is None:
             raise QueryError(
                 f"{self.root} has no commits yet",
                 hint=f"ingest documents first: kbgit ingest {self.root} DOCS",
             )
         return load_snapshot(
-            self.repo, rev, cache=self._cache, limits=Limits.of(self.config), ann=self.ann
+            self.repo,
+            rev,
+            cache=self._cache,
+            limits=Limits.of(self.config),
+            ann=self.ann if ann else None,
         )
 
     def verify(self, rev: str = "HEAD") -> Snapshot:
@@ -223,7 +231,7 @@ class KnowledgeStore:
         if not text or not text.strip():
             raise QueryError("query text is empty")
         opts = options or HybridOptions()
-        snap = self.snapshot(rev)
+        snap = self.snapshot(rev, ann=not opts.exact and opts.mode != "lexical")
         hits = search(
             snap,
             text,

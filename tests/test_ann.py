@@ -138,12 +138,12 @@ def test_forced_exact_equals_exact_search_and_ann_is_used(big: KnowledgeStore) -
 
 def test_a_corrupted_cache_file_is_rebuilt_not_served(big: KnowledgeStore) -> None:
     text = "w1 w2 w3 w50"
-    want = [h.chunk_id for h in big.query(text, 10, options=EXACT).hits]
+    want = [h.chunk_id for h in big.query(text, 10, options=DENSE).hits]
     (path,) = _cache_files(big.root)
     good = path.read_bytes()
     path.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])  # one byte flipped
     again = KnowledgeStore(big.root, big.config)  # a restart: memory cache empty
-    hits = [h.chunk_id for h in again.query(text, 10, options=EXACT).hits]
+    hits = [h.chunk_id for h in again.query(text, 10, options=DENSE).hits]
     assert again.ann.refused == 1 and again.ann.built == 1 and again.ann.loaded == 0
     assert path.read_bytes() == good and hits == want
     # bytes FAISS reads fine, checksum matching, but not this segment's index: refused too
@@ -156,6 +156,10 @@ def test_a_corrupted_cache_file_is_rebuilt_not_served(big: KnowledgeStore) -> No
     fourth = KnowledgeStore(big.root, big.config)  # a good entry is read, not rebuilt
     fourth.query(text, 10, options=DENSE)
     assert (fourth.ann.loaded, fourth.ann.built, fourth.ann.refused) == (1, 0, 0)
+    path.unlink()
+    exact = KnowledgeStore(big.root, big.config)  # an exact query needs no ANN: none built
+    assert [h.chunk_id for h in exact.query(text, 10, options=EXACT).hits]
+    assert (exact.ann.loaded, exact.ann.built) == (0, 0) and not path.exists()
 
 
 def test_cli_exact_flag(big: KnowledgeStore) -> None:

@@ -276,7 +276,7 @@ def export_langchain(
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     dest = _require_empty(dest, "export")
-    snap = store.snapshot(rev)
+    snap = store.snapshot(rev, ann=False)  # exported as a flat index: no ANN needed
     vs = _to_faiss(snap, metric)
     try:
         vs.save_local(str(dest))
