@@ -266,7 +266,9 @@ class _Part:
         self.live = len(segment.rows) if self.mask is None else int(self.mask.sum())
         self.ann = ann
         #: the live mask packed as FAISS's ID-selector bitmap (little-endian bits)
-        self.bitmap = None if self.mask is None else np.packbits(self.mask, bitorder="little")
+        self.bitmap = None
+        if ann is not None and self.mask is not None:
+            self.bitmap = np.packbits(self.mask, bitorder="little")
 
     def live_rows(self) -> np.ndarray:
         """Return the row numbers of the live rows, ascending."""
