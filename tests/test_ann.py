@@ -99,12 +99,13 @@ def test_two_builds_of_one_segment_are_identical(tmp_path: Path) -> None:
     assert files_a == files_b and len(files_a) == 2
 
 
-def _big_docs(root: Path, n: int = 60, seed: int = 3) -> Path:
+def _big_docs(root: Path, n: int = 60, seed: int = 3, prefix: str = "d") -> Path:
     """Documents of words drawn from a small vocabulary (about 150 chunks in all)."""
     rnd = random.Random(seed)
     vocab = [f"w{i}" for i in range(120)]
     files = {
-        f"d{i:03d}.md": ". ".join(" ".join(rnd.choices(vocab, k=12)) for _ in range(8)) + ".\n"
+        f"{prefix}{i:03d}.md": ". ".join(" ".join(rnd.choices(vocab, k=12)) for _ in range(8))
+        + ".\n"
         for i in range(n)
     }
     return write_docs(root, files)
@@ -208,3 +209,18 @@ def test_ann_settings_are_typed_checked_and_round_trip(tmp_path: Path) -> None:
     assert "# ann_nprobe = 32" in cfg.to_toml()  # defaults stay commented out
     off = StoreConfig.load(tmp_path, env={"KBGIT_ANN_MIN_VECTORS": "0"})
     assert not AnnSettings.of(off).wants(10**9) and AnnSettings.of(cfg).wants(7)
+
+
+def test_a_server_builds_the_index_before_the_swap(big: KnowledgeStore, tmp_path: Path) -> None:
+    from kbgit.serving.service import KnowledgeService
+
+    first = big.repo.head()
+    svc = KnowledgeService("default", big.root, ann=AnnSettings.of(big.config))
+    svc.reload(first)
+    assert svc.current.snapshot.index.approximate == 1 and svc.ann.built + svc.ann.loaded == 1
+    big.ingest(_big_docs(tmp_path / "docs", seed=4, prefix="e"))  # a second big segment
+    loaded = svc.prepare(big.repo.head())
+    assert loaded.snapshot.index.approximate == 2  # built while preparing
+    assert svc.commit == first  # and the old commit was served all along
+    svc.install(loaded)
+    assert svc.commit == big.repo.head() and svc.health()["index"]["ann_segments"] == 2
