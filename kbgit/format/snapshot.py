@@ -144,9 +144,8 @@ def load_snapshot(
         docs = check_docs(repo, tree, ledger, cache)
         if record is not None:
             record.add(commit)
-    approx = ann.for_segments(manifest, segments) if ann is not None else None
-    index = LiveIndex(segments, dead, manifest.dim, approx)
-    return Snapshot(
+    index = LiveIndex(segments, dead, manifest.dim)
+    snap = Snapshot(
         commit,
         repo.commit_time(commit),
         ledger,
@@ -157,3 +156,15 @@ def load_snapshot(
         frozenset(docs),
         frozenset(shard_keys(ledger)),
     )
+    return with_ann(snap, ann) if ann is not None else snap
+
+
+def with_ann(snap: Snapshot, ann: AnnCache) -> Snapshot:
+    """Return ``snap`` with the ANN index of each segment at or above ``ann``'s threshold.
+
+    An index comes from ``ann`` (memory, or its checked disk file) or is built now from
+    the segment's verified vectors.
+    """
+    segments = [seg for seg, _mask in snap.index.parts()]
+    found = ann.for_segments(snap.manifest, segments)
+    return dataclasses.replace(snap, index=snap.index.with_ann(found)) if found else snap

@@ -190,6 +190,13 @@ class LiveIndex:
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    def with_ann(self, ann: Mapping[str, AnnIndex]) -> LiveIndex:
+        """Return this index with ANN indexes (by segment name) for its segments."""
+        out = object.__new__(LiveIndex)
+        out.dim, out._offsets = self.dim, self._offsets
+        out._parts = [_Part(p.segment, p.mask, ann.get(p.segment.name)) for p in self._parts]
+        return out
+
     @property
     def approximate(self) -> int:
         """Return how many segments are searched with an ANN index by default."""

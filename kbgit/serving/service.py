@@ -33,7 +33,7 @@ from ..format.checks import SegmentCache
 from ..format.limits import Limits
 from ..format.manifest import MANIFEST_PATH, Manifest
 from ..format.signatures import new_commits, require_signed
-from ..format.snapshot import Snapshot, load_snapshot
+from ..format.snapshot import Snapshot, load_snapshot, with_ann
 from ..format.verified import VerifiedRecord
 from ..gitrepo import GitRepo
 from ..models import ModelAllowList, check_model_id
@@ -279,13 +279,9 @@ class KnowledgeService:
         self._warm_model(rev)
         with gc_paused():
             snap = load_snapshot(
-                self.repo,
-                rev,
-                cache=self.cache,
-                limits=self.limits,
-                record=self.record,
-                ann=self.ann,
+                self.repo, rev, cache=self.cache, limits=self.limits, record=self.record
             )
+        snap = with_ann(snap, self.ann)  # minutes for a new 1M segment: GC stays on
         if verified is not None:
             verified()
         lexical = self.lexical.get(snap)
