@@ -10,6 +10,7 @@ post-receive POSTs /admin/sync to its notify list), served to the standbys by ng
 fcgiwrap + git http-backend with basic auth (the servers of the integration tests).
 Runs, one after another, each with its own fleet of ``kbgit standby`` processes:
 
+- ``1 hook``: one standby, interval 600 s: the path of one push without contention;
 - ``5 hook``: 5 standbys, interval 600 s, so only the hub's hook wakes them;
 - ``5 webhook``: the same, woken instead by signed GitHub push events the bench POSTs to
   every standby's /hooks/push as soon as ``git push`` returns (as a git host would);
@@ -32,7 +33,8 @@ fcgiwrap with everything they ran: git http-backend, upload-pack, pack-objects),
 from /proc/<pid>/stat (utime + stime + cutime + cstime of every process in the trees;
 fcgiwrap waits for its children, so finished requests land in cutime). The push itself
 (receive-pack and the hooks: verify, notify) is measured apart, as the rusage of the
-``git push`` child. Both are divided by the number of pushes.
+``git push`` child; the standbys' own CPU (with their git children) from /proc likewise.
+All are divided by the number of pushes.
 
 Needs nginx, fcgiwrap (bash scripts/system-deps.sh) and ~4 GB of free memory for the
 20-standby runs (one server process per standby; the store is 2,000 vectors).
@@ -71,7 +73,8 @@ PASSWORD = "fanout-bench-secret"
 CPU_LOG = "backend-cpu.log"
 TICKS = os.sysconf("SC_CLK_TCK")
 #: run name -> (standbys, how they learn of a push: hook, poll, or hook + chain)
-RUNS = {"5hook": (5, "hook"), "5webhook": (5, "webhook"), "5poll": (5, "poll")}
+RUNS = {"1hook": (1, "hook"), "5hook": (5, "hook"), "5webhook": (5, "webhook")}
+RUNS["5poll"] = (5, "poll")
 RUNS.update({"20direct": (20, "hook"), "20chained": (20, "chained")})
 WEBHOOK_SECRET = "fanout-bench-webhook"
 
@@ -239,6 +242,8 @@ class Result:
     hub_cpu: float = 0.0
     tier1_cpu: float = 0.0
     push_cpu: float = 0.0
+    #: CPU of the standby processes (with their git children), all standbys together
+    standby_cpu: float = 0.0
     pushes: int = 0
 
 
@@ -249,6 +254,7 @@ def run_one(run: str, ctx: dict, args: argparse.Namespace) -> Result:
         procs, notified = start_fleet(run, ctx["hub_url"], ctx["tmp"], args, fleet)
         hub_hooks.install(ctx["hub"], notify=[p.url for p in notified], token="bench")
         hub0, t1_0 = server_cpu(ctx["server"]), _cpu(fleet.tier1_server)
+        fleet0 = tree_cpu([p.pid for p in procs])
         for r in range(args.pushes):
             commit, accepted, cpu = push(ctx["store"], ctx["docs"], r, ctx["hub"])
             if RUNS[run][1] == "webhook":
@@ -259,6 +265,7 @@ def run_one(run: str, ctx: dict, args: argparse.Namespace) -> Result:
             res.push_cpu += cpu
         res.hub_cpu = server_cpu(ctx["server"]) - hub0
         res.tier1_cpu = _cpu(fleet.tier1_server) - t1_0
+        res.standby_cpu = tree_cpu([p.pid for p in procs]) - fleet0
     finally:
         fleet.stop()
     print(report(res), flush=True)
@@ -276,7 +283,8 @@ def report(res: Result) -> str:
         f"{res.run:>10}: accepted -> serving, every standby p50 {statistics.median(every):.3f} s"
         f"  max {max(every):.3f} s; last per push p50 {statistics.median(last):.3f} s"
         f"  max {max(last):.3f} s (n={len(every)}); CPU per push: hub HTTP "
-        f"{res.hub_cpu / res.pushes:.3f} s, push+hooks {res.push_cpu / res.pushes:.3f} s"
+        f"{res.hub_cpu / res.pushes:.3f} s, push+hooks {res.push_cpu / res.pushes:.3f} s, "
+        f"each standby {res.standby_cpu / len(every):.3f} s"
         + (f", first tier's HTTP {res.tier1_cpu / res.pushes:.3f} s" if res.tier1_cpu else "")
     )
 
