@@ -108,6 +108,15 @@ def server_cpu(server: HttpGitServer) -> float:
     return tree_cpu([server.proc.pid, server.fcgi.pid]) + backend
 
 
+def server_bytes(server: HttpGitServer | None) -> int:
+    """Return the body bytes a git server has sent so far (nginx's access log)."""
+    log = server.root / "logs" / "access.log" if server is not None else None
+    if log is None or not log.exists():
+        return 0
+    # combined format: ... "POST /git/hub.git/git-upload-pack HTTP/1.1" 200 <bytes> ...
+    return sum(int(line.split('" ')[1].split()[1]) for line in log.read_text().splitlines())
+
+
 def git_server(root: Path, project_root: Path, workers: int) -> HttpGitServer:
     """Start nginx + fcgiwrap + git http-backend (timed per request) for ``project_root``."""
     root.mkdir(parents=True)
@@ -244,6 +253,8 @@ class Result:
     push_cpu: float = 0.0
     #: CPU of the standby processes (with their git children), all standbys together
     standby_cpu: float = 0.0
+    #: body bytes the hub's HTTP server sent during the pushes
+    hub_bytes: int = 0
     pushes: int = 0
 
 
@@ -254,7 +265,7 @@ def run_one(run: str, ctx: dict, args: argparse.Namespace) -> Result:
         procs, notified = start_fleet(run, ctx["hub_url"], ctx["tmp"], args, fleet)
         hub_hooks.install(ctx["hub"], notify=[p.url for p in notified], token="bench")
         hub0, t1_0 = server_cpu(ctx["server"]), _cpu(fleet.tier1_server)
-        fleet0 = tree_cpu([p.pid for p in procs])
+        fleet0, bytes0 = tree_cpu([p.pid for p in procs]), server_bytes(ctx["server"])
         for r in range(args.pushes):
             commit, accepted, cpu = push(ctx["store"], ctx["docs"], r, ctx["hub"])
             if RUNS[run][1] == "webhook":
@@ -266,6 +277,7 @@ def run_one(run: str, ctx: dict, args: argparse.Namespace) -> Result:
         res.hub_cpu = server_cpu(ctx["server"]) - hub0
         res.tier1_cpu = _cpu(fleet.tier1_server) - t1_0
         res.standby_cpu = tree_cpu([p.pid for p in procs]) - fleet0
+        res.hub_bytes = server_bytes(ctx["server"]) - bytes0
     finally:
         fleet.stop()
     print(report(res), flush=True)
@@ -286,6 +298,7 @@ def report(res: Result) -> str:
         f"{res.hub_cpu / res.pushes:.3f} s, push+hooks {res.push_cpu / res.pushes:.3f} s, "
         f"each standby {res.standby_cpu / len(every):.3f} s"
         + (f", first tier's HTTP {res.tier1_cpu / res.pushes:.3f} s" if res.tier1_cpu else "")
+        + f"; hub sent {res.hub_bytes / res.pushes / 1e3:.0f} KB per push"
     )
 
 
