@@ -111,7 +111,7 @@ def standby(
 
 @main.group()
 def hooks() -> None:
-    """Manage the hub's git hooks (verify pushes, notify standbys)."""
+    """Manage the hub's git hooks (verify pushes, notify standbys) and chained wake-ups."""
 
 
 @hooks.command("install")
