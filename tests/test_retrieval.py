@@ -230,3 +230,37 @@ def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_pa
     third.reload()
     assert (third.lexical.terms.built, third.lexical.terms.loaded) == (1, 1)
     assert [(h.chunk_id, h.score) for h in third.query("alpha", 5, options=LEX).hits] == want
+
+
+def test_the_disk_cache_keeps_the_served_segments_and_a_few_recent_others(
+    store, tmp_path
+) -> None:
+    import os
+
+    from kbgit.history.compaction import compact
+    from kbgit.serving.service import KnowledgeService
+
+    docs = tmp_path / "d"
+    for i, word in enumerate(("red", "green", "blue", "amber")):  # four ingests, four segments
+        write_docs(docs, {f"f{i}.md": f"alpha {word} words"})
+        store.ingest(docs)
+    cache = store.root / ".git" / "kbgit-lexical"
+    svc = KnowledgeService("t", store.root)
+    svc.lexical.terms.spare = 1
+    svc.reload()
+    old = sorted(cache.glob("*.npz"))
+    assert len(old) == 4 and len(list(cache.glob("*.sha256"))) == 4
+    for n, path in enumerate(old):  # distinct last-use times: old[3] is the most recent
+        os.utime(path, (1_000_000 + n, 1_000_000 + n))
+    compact(store)  # one new segment; the four old ones are no longer served
+    snap = svc.reload()
+    (served,) = snap.manifest.segments
+    kept = sorted(p.name for p in cache.glob("*.npz"))
+    assert kept == sorted([f"{served.rows.sha256}-jieba.npz", old[3].name])
+    assert sorted(p.stem for p in cache.glob("*.sha256")) == sorted(p[:-4] for p in kept)
+    want = [h.source for h in svc.query("green", 2, options=LEX).hits]
+    again = KnowledgeService("t", store.root)  # a restart reads the served entry
+    again.reload()
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (0, 1)
+    assert [h.source for h in again.query("green", 2, options=LEX).hits] == want
+    assert want == ["f1.md"]
