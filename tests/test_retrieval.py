@@ -232,9 +232,7 @@ def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_pa
     assert [(h.chunk_id, h.score) for h in third.query("alpha", 5, options=LEX).hits] == want
 
 
-def test_the_disk_cache_keeps_the_served_segments_and_a_few_recent_others(
-    store, tmp_path
-) -> None:
+def test_the_disk_cache_keeps_the_served_segments_and_a_few_recent_others(store, tmp_path) -> None:
     import os
 
     from kbgit.history.compaction import compact

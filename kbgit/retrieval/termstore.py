@@ -11,6 +11,7 @@ restarting on a recent commit still reads rather than tokenizes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -84,10 +85,8 @@ def load_arrays(directory: Path, key: tuple[str, str]) -> dict[str, np.ndarray] 
     except (OSError, ValueError, KeyError) as exc:
         logger.warning("lexical cache %s unreadable (%s): rebuilding", npz, exc)
         return None
-    try:
+    with contextlib.suppress(OSError):
         os.utime(npz)  # used now: prune keeps recently used entries
-    except OSError:
-        pass
     return arrays
 
 
