@@ -184,6 +184,22 @@ def test_bad_options_are_refused_with_a_reason(kw: dict) -> None:
         HybridOptions(**kw)
 
 
+def test_fusions_score_as_documented() -> None:
+    from kbgit.retrieval.fusion import fuse
+
+    lists = {"dense": [("a", 0.9), ("b", 0.5), ("c", 0.1)], "lexical": [("c", 9.0), ("d", 3.0)]}
+    rrf = {f.key: f for f in fuse(lists, HybridOptions(alpha=0.4, rrf_k=2))}
+    assert rrf["c"].score == pytest.approx(0.4 / 5 + 0.6 / 3)  # dense rank 3, lexical rank 1
+    assert rrf["a"].score == pytest.approx(0.4 / 3) and rrf["c"].ranks == {"dense": 3, "lexical": 1}
+    dbsf = {f.key: f.score for f in fuse(lists, HybridOptions(fusion="dbsf", alpha=0.5))}
+    sd = float(np.std([0.9, 0.5, 0.1]))
+    dense_a = (0.9 - (0.5 - 3 * sd)) / (6 * sd)
+    lex_d = (3.0 - (6.0 - 3 * 3.0)) / 18.0  # lexical mean 6, sd 3
+    assert dbsf["a"] == pytest.approx(0.5 * dense_a)  # no lexical score: counts 0
+    assert dbsf["d"] == pytest.approx(0.5 * lex_d)
+    assert [f.key for f in fuse(lists, HybridOptions(fusion="dbsf"))][0] == "c"
+
+
 def test_bad_k_is_refused_in_every_mode(store: KnowledgeStore, docs: Path) -> None:
     store.ingest(docs)
     for opts in MODES:

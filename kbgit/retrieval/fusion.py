@@ -4,7 +4,10 @@
 (k + rank_lexical)`` (``alpha`` 0.5 is plain RRF). ``minmax`` and ``zscore`` scale each
 retriever's scores over its candidates (min-max to [0, 1], or to z-scores) and take the
 convex combination ``alpha * dense + (1 - alpha) * lexical``; a chunk one retriever did
-not return counts as that retriever's worst. bench/bench_retrieval.py measures them all.
+not return counts as that retriever's worst. ``dbsf`` is Qdrant's distribution-based
+score fusion: each retriever's scores are scaled to [0, 1] between mean - 3 sd and mean
++ 3 sd of its candidates, a chunk it did not return counts 0, and the same convex
+combination follows. bench/bench_retrieval.py measures them all.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from ..errors import QueryError
 
 MODES = ("dense", "lexical", "hybrid")
-FUSIONS = ("rrf", "minmax", "zscore")
+FUSIONS = ("rrf", "minmax", "zscore", "dbsf")
 MAX_DEPTH = 1000
 
 
@@ -94,6 +97,11 @@ def _normalized(ranking: Sequence[tuple[str, float]], how: str) -> tuple[dict[st
     if not ranking:
         return {}, 0.0
     vals = [s for _k, s in ranking]
+    if how == "dbsf":
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals)) or 1.0
+        lo = mean - 3 * std
+        return {k: (s - lo) / (6 * std) for k, s in ranking}, 0.0
     if how == "minmax":
         lo, hi = min(vals), max(vals)
         span = hi - lo or 1.0
