@@ -28,14 +28,15 @@ MAX_DEPTH = 1000
 class HybridOptions:
     """How a query retrieves: mode, fusion, weight of dense, RRF k, candidates per retriever."""
 
-    # defaults from bench/bench_retrieval.py (bench/README.md): plain RRF over the top 20
-    # of each retriever was the only setting at least as good as the better single
-    # retriever on every question class (recall@5); deeper lists or a lower dense weight
-    # lost concept questions, and min-max / z-score fusion lost them too
+    # defaults from bench/bench_retrieval.py on two corpora (bench/README.md): RRF with a
+    # small k (the top few of each list decide) and lexical weighted 0.6, over the top 20
+    # of each retriever, came closest to "at least the better single retriever on every
+    # class": one question short, on git's release notes, where plain RRF (k 60, alpha
+    # 0.5) was five short; min-max, z-score and DBSF fusion came no closer
     mode: str = "hybrid"
     fusion: str = "rrf"
-    alpha: float = 0.5
-    rrf_k: int = 60
+    alpha: float = 0.4
+    rrf_k: int = 2
     depth: int = 20
 
     def __post_init__(self) -> None:
