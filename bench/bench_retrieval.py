@@ -116,7 +116,7 @@ def variants() -> list:
     """Return the hybrid settings compared (fusion, alpha = weight of dense, RRF k, depth)."""
     from kbgit.retrieval.fusion import HybridOptions
 
-    out = [HybridOptions(alpha=0.5, rrf_k=60, depth=d) for d in (20, 100)]  # plain RRF
+    out = [HybridOptions(alpha=0.5, rrf_k=60, depth=100)]  # plain RRF, deep (depth 20 below)
     out += [
         HybridOptions(alpha=a, rrf_k=k, depth=20)
         for a, k in itertools.product((0.5, 0.45, 0.4, 0.35, 0.3), (1, 2, 5, 10, 60))
@@ -162,9 +162,7 @@ def quality(args: argparse.Namespace, corpus: str) -> None:
     rows = [("dense", run(HybridOptions(mode="dense")))]
     rows += [(f"lexical {c}", run(HybridOptions(mode="lexical"), c)) for c in indexes]
     rows += [("hybrid DEFAULT", run(HybridOptions()))]
-    rows += [
-        (f"hybrid {o.fusion} a={o.alpha} k={o.rrf_k} depth={o.depth}", run(o)) for o in variants()
-    ]
+    rows += [(f"hybrid {o.fusion} a={o.alpha}{_k(o)} depth={o.depth}", run(o)) for o in variants()]
     classes = sorted(rows[0][1])
     print(f"{'mode':40s}" + "".join(f"{c + ' r@5':>16s}{'mrr':>7s}" for c in classes))
     for name, scores in rows:
@@ -174,6 +172,10 @@ def quality(args: argparse.Namespace, corpus: str) -> None:
         )
     verdict(dict(rows), classes)
     print(f"# load average: {os.getloadavg()}")
+
+
+def _k(opts) -> str:  # noqa: ANN001 - HybridOptions
+    return f" k={opts.rrf_k}" if opts.fusion == "rrf" else ""  # score fusions have no k
 
 
 def verdict(rows: dict, classes: list[str]) -> None:
