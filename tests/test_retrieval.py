@@ -278,3 +278,25 @@ def test_the_disk_cache_keeps_the_served_segments_and_a_few_recent_others(store,
     assert (again.lexical.terms.built, again.lexical.terms.loaded) == (0, 1)
     assert [h.source for h in again.query("green", 2, options=LEX).hits] == want
     assert want == ["f1.md"]
+
+
+def test_a_store_process_keeps_on_disk_what_it_used_plus_a_few_others(store, tmp_path) -> None:
+    from kbgit.history.compaction import compact
+
+    cache = store.root / ".git" / "kbgit-lexical"
+
+    def query_in_a_new_process() -> set[str]:
+        kb = KnowledgeStore(store.root)
+        kb.lexical.terms.spare = 0
+        assert kb.query("alpha", 1, options=LEX).hits
+        return {p.name for p in cache.glob("*.npz")}
+
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha red"})
+    store.ingest(docs)
+    assert len(query_in_a_new_process()) == 1
+    write_docs(docs, {"b.md": "alpha green"})
+    store.ingest(docs)
+    assert len(query_in_a_new_process()) == 2  # both segments are in use
+    compact(store)
+    (seg,) = store.snapshot().manifest.segments
+    assert query_in_a_new_process() == {f"{seg.rows.sha256}-jieba.npz"}
