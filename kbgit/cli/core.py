@@ -185,6 +185,8 @@ def status(store: Path, source: Path | None, no_fetch: bool, as_json: bool) -> N
         )
     if st.dirty:
         click.echo("repair   working tree differs from HEAD (interrupted write): run kbgit repair")
+    if st.reembed:
+        click.echo(f"settings the next ingest re-embeds all {st.vectors} chunks: {st.reembed}")
     if st.plan is not None:
         p = st.plan
         click.echo(
