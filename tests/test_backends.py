@@ -76,3 +76,12 @@ def test_model_cache_dir_setting(tmp_path: Path) -> None:
     assert model_cache_dir({"KBGIT_MODEL_CACHE": str(tmp_path)}) == tmp_path
     assert model_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "kbgit" / "models"
     assert model_cache_dir({}).parts[-3:] == (".cache", "kbgit", "models")
+
+
+def test_init_writes_the_chosen_backend_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["init", str(tmp_path / "kb"), "--backend", "onnx-int8"])
+    assert res.exit_code == 0, res.output
+    assert StoreConfig.load(tmp_path / "kb", env={}).backend == "onnx-int8"
+    res = CliRunner().invoke(main, ["init", str(tmp_path / "kb2"), "--backend", "cuda"])
+    assert res.exit_code == 2 and "openvino-int8" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "kb2").exists()
