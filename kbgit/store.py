@@ -17,8 +17,9 @@ from pathlib import Path
 
 import filelock
 
-from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig
-from .embeddings import Embedder, load_embedder
+from .backends import split_model_id
+from .config import CONFIG_NAME, DEFAULT_BACKEND, HUB_REMOTE, StoreConfig
+from .embeddings import FAKE_PREFIX, Embedder, load_embedder
 from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
 from .format.checks import SegmentCache
 from .format.ledger import Ledger
@@ -153,9 +154,19 @@ class KnowledgeStore:
         """Return the embedder for the configured model (loaded lazily)."""
         if self._embedder is None:
             self._embedder = load_embedder(
-                self.config.model, backend=self.config.backend, batch_size=self.config.batch_size
+                self.config.model, backend=self.backend, batch_size=self.config.batch_size
             )
         return self._embedder
+
+    @property
+    def backend(self) -> str:
+        """Return the embedding backend: kb.toml's, else HEAD's ledger's, else the default."""
+        if self.config.backend:
+            return self.config.backend
+        ledger = self.writer.head_state().ledger
+        if ledger is not None and not ledger.model_id.startswith(FAKE_PREFIX):
+            return split_model_id(ledger.model_id)[1]
+        return DEFAULT_BACKEND
 
     # -- writer lock and repair (the writer owns them) ---------------------------------
     def lock(
@@ -331,7 +342,7 @@ class KnowledgeStore:
 
         The model is not loaded: its id and dimension are known from the config.
         """
-        probe = self._embedder or load_embedder(self.config.model, backend=self.config.backend)
+        probe = self._embedder or load_embedder(self.config.model, backend=self.backend)
         if ledger.same_settings(probe.model_id, probe.dim, self.config.chunking):
             return None
         was = f"{ledger.model_id} ({ledger.dim}-d), chunking {ledger.chunking}"

@@ -77,12 +77,12 @@ def hub_create(path: Path, branch: str) -> None:
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
-    default=DEFAULT_BACKEND,
-    show_default=True,
-    help="How the model runs (exports are built locally and cached; see README).",
+    default=None,
+    help=f"How the model runs; default {DEFAULT_BACKEND} (exports are built locally and "
+    "cached; see README).",
 )
 def init(
-    store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: int, backend: str
+    store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: int, backend: str | None
 ) -> None:
     """Create a working store (clones the hub's history if it has any).
 
@@ -90,7 +90,7 @@ def init(
     """
     cfg = StoreConfig(
         model=model,
-        backend=backend,
+        backend=backend or "",
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
         hub=hub_url,
