@@ -12,9 +12,10 @@ For each backend, torch (PyTorch fp32, the reference) first, in one run:
 - one question's latency, encode + exact search over 100k vectors (1 thread, as serving
   pins it), p50 over 40 questions, and the ratio to torch.
 
-The default corpus is git's release notes as Debian ships them (/usr/share/doc/git/RelNotes,
-485 files, ~2,800 chunks) with the questions in bench/evals/git.jsonl; any folder and any
-eval set of `kbgit eval`'s format can be given.
+The default corpus is git's release notes as Debian's git package ships them (copied from
+/usr/share/doc/git/RelNotes into <workdir>/corpus/RelNotes: 485 files, ~2,800 chunks) with
+the questions of bench/evals/gitnotes.jsonl; any folder and any eval set of `kbgit eval`'s
+format can be given instead.
 
 Run:  python bench/bench_backend_ingest.py
       python bench/bench_backend_ingest.py --backends torch,openvino-int8 --corpus DIR --evals F
@@ -41,6 +42,18 @@ from kbgit.embeddings import load_embedder
 HERE = Path(__file__).resolve().parent
 RELNOTES = Path("/usr/share/doc/git/RelNotes")
 KBGIT = str(Path(sys.executable).with_name("kbgit"))
+
+
+def copy_relnotes(docs: Path) -> Path:
+    """Copy git's release notes (regular files only) into ``docs``/RelNotes; return ``docs``."""
+    if not RELNOTES.is_dir():
+        subprocess.run(["apt-get", "install", "-y", "-q", "git"], check=True)
+    dst = docs / "RelNotes"
+    dst.mkdir(parents=True, exist_ok=True)
+    for src in RELNOTES.glob("*.txt"):
+        if src.is_file() and not src.is_symlink():
+            shutil.copyfile(src, dst / src.name)
+    return docs
 
 
 def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -109,17 +122,17 @@ def _row(name: str, r: dict, ref: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backends", default=",".join(BACKENDS))
-    ap.add_argument("--corpus", type=Path, default=RELNOTES)
-    ap.add_argument("--evals", type=Path, default=HERE / "evals" / "git.jsonl")
+    ap.add_argument("--corpus", type=Path, help="folder to ingest (default: git's notes)")
+    ap.add_argument("--evals", type=Path, default=HERE / "evals" / "gitnotes.jsonl")
     ap.add_argument("--vectors", type=int, default=100_000)
     ap.add_argument("--workdir", default=None, help="where the stores go (default: a temp dir)")
     ap.add_argument("--quick", action="store_true", help="torch and openvino-int8 only")
     args = ap.parse_args()
     if args.quick:
         args.backends = "torch,openvino-int8"
-    if not args.corpus.is_dir():
-        subprocess.run(["apt-get", "install", "-y", "-q", "git-doc"], check=True)
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="kbgit-bench-backends-")
+    if args.corpus is None:
+        args.corpus = copy_relnotes(Path(args.workdir) / "corpus")
     cache = str(Path(args.workdir) / "exports")
     env = {**os.environ, "KBGIT_MODEL_CACHE": cache}
     rng = np.random.default_rng(0)
