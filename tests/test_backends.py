@@ -93,3 +93,15 @@ def test_an_unset_backend_means_the_default_for_a_new_store(tmp_path: Path) -> N
     from kbgit.config import DEFAULT_BACKEND
 
     assert split_model_id(KnowledgeStore(tmp_path / "kb").embedder.model_id)[1] == DEFAULT_BACKEND
+
+
+def test_langchain_vectors_are_kept_only_by_a_torch_store(tmp_path: Path) -> None:
+    from kbgit.langchain.interop import same_model
+
+    torch_emb = load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path)
+    int8 = load_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=tmp_path)
+    # HuggingFaceEmbeddings vectors are PyTorch fp32: a store of another backend re-embeds
+    assert same_model("all-MiniLM-L6-v2", torch_emb, "all-MiniLM-L6-v2")
+    assert not same_model("all-MiniLM-L6-v2", int8, "all-MiniLM-L6-v2")
+    assert not same_model("sentence-transformers/all-MiniLM-L6-v2", int8, "all-MiniLM-L6-v2")
+    assert same_model(int8.model_id, int8, "all-MiniLM-L6-v2")
