@@ -48,8 +48,10 @@ class StoreConfig:
     """
 
     model: str = DEFAULT_MODEL
-    #: how the model runs; recorded in the ledger's model id, so a change re-embeds
-    backend: str = DEFAULT_BACKEND
+    #: how the model runs; recorded in the ledger's model id, so a change re-embeds.
+    #: Empty: the backend HEAD's ledger records (DEFAULT_BACKEND for a new store), so a
+    #: new default in a later release never re-embeds an existing store
+    backend: str = ""
     chunk_size: int = DEFAULT_CHUNK_SIZE
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
     #: git URL or path of the bare hub repo; empty for a store that never pushes
@@ -78,7 +80,8 @@ class StoreConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.model:
             raise ConfigError("model must not be empty")
-        check_backend(self.backend)
+        if self.backend:
+            check_backend(self.backend)
         if "<" not in self.author or not self.author.endswith(">"):
             raise ConfigError(f"author must look like 'Name <email>', got {self.author!r}")
 
@@ -121,8 +124,11 @@ class StoreConfig:
         """Render this config as a commented ``kb.toml``."""
         return _TEMPLATE.format(
             model=self.model,
-            # torch commented out: the previous release refuses the unknown key
-            backend=("# " if self.backend == "torch" else "") + f'backend = "{self.backend}"',
+            default_backend=DEFAULT_BACKEND,
+            # unset stays commented out: the previous release refuses the unknown key
+            backend=f'backend = "{self.backend}"'
+            if self.backend
+            else f'# backend = "{DEFAULT_BACKEND}"',
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
             hub=_quote(self.hub),
@@ -154,6 +160,7 @@ model = "{model}"
 # How the model runs: "torch" (PyTorch fp32), "onnx", "onnx-int8", "openvino",
 # "openvino-int8". Exports are built locally from the model files and cached. The backend
 # is recorded with the model id in the ledger: changing it re-embeds every document.
+# Unset: the backend the store's ledger records ("{default_backend}" for a new store).
 {backend}
 # Chunk length and overlap, in tokens of the model's tokenizer (the model reads <= 256).
 # Changing either re-chunks and re-embeds every document on the next ingest.
