@@ -189,7 +189,7 @@ def start_fleet(
     return first + second, first
 
 
-def push(store: KnowledgeStore, docs: Path, n: int, hub: Path) -> tuple[str, float, float]:
+def push(store: KnowledgeStore, docs: Path, n: str, hub: Path) -> tuple[str, float, float]:
     """Commit one edit, push it; return (commit, wall time the hub accepted it, push CPU s)."""
     (docs / "topic01" / "doc00001.md").write_text(f"# Fan-out round {n}\n\n" + "fan " * 200)
     commit = store.ingest(docs, push=False).commit
@@ -267,7 +267,7 @@ def run_one(run: str, ctx: dict, args: argparse.Namespace) -> Result:
         hub0, t1_0 = server_cpu(ctx["server"]), _cpu(fleet.tier1_server)
         fleet0, bytes0 = tree_cpu([p.pid for p in procs]), server_bytes(ctx["server"])
         for r in range(args.pushes):
-            commit, accepted, cpu = push(ctx["store"], ctx["docs"], r, ctx["hub"])
+            commit, accepted, cpu = push(ctx["store"], ctx["docs"], f"{run}-{r}", ctx["hub"])
             if RUNS[run][1] == "webhook":
                 deliver(procs, commit, f"{run}-{r}")
             waits = wait_served(procs, commit, accepted)
