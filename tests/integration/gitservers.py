@@ -170,11 +170,8 @@ class HttpGitServer:
             )
             if os.access(p, os.X_OK)
         )
-        if cpu_log is not None:  # fcgiwrap runs SCRIPT_FILENAME without arguments
-            wrapper = root / "http-backend-timed"
-            wrapper.write_text(_TIMED.format(bash=binary("bash"), log=cpu_log, backend=backend))
-            wrapper.chmod(0o755)
-            backend = str(wrapper)
+        if cpu_log is not None:
+            backend = _timed(root, backend, cpu_log)
         conf = root / "nginx.conf"
         conf.write_text(
             _NGINX_CONF.format(
@@ -215,6 +212,14 @@ class HttpGitServer:
         """Stop nginx and fcgiwrap."""
         _stop(self.proc)
         _stop(self.fcgi)
+
+
+def _timed(root: Path, backend: str, cpu_log: Path) -> str:
+    """Write a script that runs ``backend`` and appends its CPU seconds; return its path."""
+    wrapper = root / "http-backend-timed"  # fcgiwrap runs SCRIPT_FILENAME without arguments
+    wrapper.write_text(_TIMED.format(bash=binary("bash"), log=cpu_log, backend=backend))
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 #: runs git http-backend (stdin, stdout, stderr untouched) and appends its CPU seconds
