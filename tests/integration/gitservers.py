@@ -7,6 +7,7 @@ caller gives (tmp_path); listens on 127.0.0.1 only; :meth:`stop` ends exactly th
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
@@ -156,6 +157,7 @@ class HttpGitServer:
         sock = root / "fcgiwrap.sock"
         self.fcgi = subprocess.Popen(
             [binary("fcgiwrap"), "-c", str(workers), "-s", f"unix:{sock}"],
+            start_new_session=True,  # its workers outlive a SIGTERM to the master: stop the group
             stdout=subprocess.DEVNULL,
             stderr=open(root / "fcgiwrap.log", "ab"),  # noqa: SIM115 - owned by the child
         )
@@ -209,8 +211,10 @@ class HttpGitServer:
         return f"http://{cred}127.0.0.1:{self.port}/git/{rel}"
 
     def stop(self) -> None:
-        """Stop nginx and fcgiwrap."""
+        """Stop nginx and fcgiwrap (its master and every worker)."""
         _stop(self.proc)
+        with contextlib.suppress(ProcessLookupError):  # the master and its workers, together
+            os.killpg(self.fcgi.pid, signal.SIGTERM)
         _stop(self.fcgi)
 
 
