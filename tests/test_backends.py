@@ -105,3 +105,16 @@ def test_langchain_vectors_are_kept_only_by_a_torch_store(tmp_path: Path) -> Non
     assert not same_model("all-MiniLM-L6-v2", int8, "all-MiniLM-L6-v2")
     assert not same_model("sentence-transformers/all-MiniLM-L6-v2", int8, "all-MiniLM-L6-v2")
     assert same_model(int8.model_id, int8, "all-MiniLM-L6-v2")
+
+
+def test_the_default_backend_is_for_the_measured_model_only(tmp_path: Path) -> None:
+    from kbgit import KnowledgeStore
+    from kbgit.config import DEFAULT_BACKEND
+
+    local = tmp_path / "my-multilingual-model"
+    local.mkdir()
+    for model, want in (("all-MiniLM-L6-v2", DEFAULT_BACKEND), (str(local), "torch")):
+        kb = KnowledgeStore.init(
+            tmp_path / f"kb-{want}-{len(model)}", config=StoreConfig(model=model)
+        )
+        assert kb.backend == want, model
