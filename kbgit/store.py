@@ -17,8 +17,9 @@ from pathlib import Path
 
 import filelock
 
-from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig
-from .embeddings import Embedder, load_embedder
+from .backends import split_model_id
+from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig, default_backend
+from .embeddings import FAKE_PREFIX, Embedder, load_embedder
 from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
 from .format.ann import AnnSettings
 from .format.anncache import AnnCache
@@ -71,6 +72,9 @@ class StoreStatus:
     behind: int
     dirty: bool
     plan: Plan | None
+    #: why the next ingest re-embeds every chunk (kb.toml's model, backend or chunking
+    #: differ from the ledger's), or None
+    reembed: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +158,19 @@ class KnowledgeStore:
         """Return the embedder for the configured model (loaded lazily)."""
         if self._embedder is None:
             self._embedder = load_embedder(
-                self.config.model, backend=self.config.backend, batch_size=self.config.batch_size
+                self.config.model, backend=self.backend, batch_size=self.config.batch_size
             )
         return self._embedder
+
+    @property
+    def backend(self) -> str:
+        """Return the embedding backend: kb.toml's, else HEAD's ledger's, else the model's default."""
+        if self.config.backend:
+            return self.config.backend
+        ledger = self.writer.head_state().ledger
+        if ledger is not None and not ledger.model_id.startswith(FAKE_PREFIX):
+            return split_model_id(ledger.model_id)[1]
+        return default_backend(self.config.model)
 
     # -- writer lock and repair (the writer owns them) ---------------------------------
     def lock(
@@ -313,16 +327,12 @@ class KnowledgeStore:
                 logger.warning("hub unreachable: %s", exc)
                 hub_head = self.repo.remote_head(HUB_REMOTE, self.config.branch)
         ahead, behind = self._divergence(head, hub_head)
+        reembed = self._settings_change(ledger) if ledger is not None else None
         plan = None
         if source is not None:
             files, _problems = scan_folder(source)
             base = ledger or Ledger.empty(self.config.model, 0, self.config.chunking)
-            plan = plan_changes(
-                base,
-                files,
-                keep_missing=False,
-                reembed_all=ledger is not None and not self._same_settings(ledger),
-            )
+            plan = plan_changes(base, files, keep_missing=False, reembed_all=reembed is not None)
         return StoreStatus(
             str(self.root),
             head,
@@ -338,12 +348,20 @@ class KnowledgeStore:
             behind,
             self.needs_repair(),
             plan,
+            reembed,
         )
 
-    def _same_settings(self, ledger: Ledger) -> bool:
-        """Compare settings without loading the model (the model id is known from config)."""
-        probe = self._embedder or load_embedder(self.config.model, backend=self.config.backend)
-        return ledger.same_settings(probe.model_id, probe.dim, self.config.chunking)
+    def _settings_change(self, ledger: Ledger) -> str | None:
+        """Say why an ingest with this config would re-embed ``ledger``'s chunks, or None.
+
+        The model is not loaded: its id and dimension are known from the config.
+        """
+        probe = self._embedder or load_embedder(self.config.model, backend=self.backend)
+        if ledger.same_settings(probe.model_id, probe.dim, self.config.chunking):
+            return None
+        was = f"{ledger.model_id} ({ledger.dim}-d), chunking {ledger.chunking}"
+        now = f"{probe.model_id} ({probe.dim}-d), chunking {self.config.chunking}"
+        return f"kb.toml asks for {now}; the ledger has {was}"
 
     def _divergence(self, head: str | None, hub_head: str | None) -> tuple[int, int]:
         if not self.config.hub:

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages kbgit's tests and demo need: nginx (failover tests, demo,
 # smart-HTTP hub), chromium (the console's browser tests), openssh-server (ssh hub) and
-# fcgiwrap (git http-backend behind nginx). Needs root (or sudo) the first time; a no-op
+# fcgiwrap (git http-backend behind nginx), iproute2 (the network-namespace partition test). Needs root (or sudo) the first time; a no-op
 # once they are installed.
-# Usage: bash scripts/system-deps.sh [nginx] [chromium] [sshd] [fcgiwrap] (no argument: all).
+# Usage: bash scripts/system-deps.sh [nginx] [chromium] [sshd] [fcgiwrap] [ip] (no argument: all).
 set -euo pipefail
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(nginx chromium sshd fcgiwrap)
+[ ${#wanted[@]} -gt 0 ] || wanted=(nginx chromium sshd fcgiwrap ip)
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 for name in "${wanted[@]}"; do
@@ -16,7 +16,8 @@ for name in "${wanted[@]}"; do
     chromium) command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core) ;;
     sshd) have sshd || missing+=(openssh-server) ;;
     fcgiwrap) have fcgiwrap || missing+=(fcgiwrap) ;;
-    *) echo "system-deps.sh: unknown package '$name' (nginx, chromium, sshd, fcgiwrap)" >&2; exit 2 ;;
+    ip) have ip || missing+=(iproute2) ;;
+    *) echo "system-deps.sh: unknown package '$name' (nginx, chromium, sshd, fcgiwrap, ip)" >&2; exit 2 ;;
   esac
 done
 [ ${#missing[@]} -gt 0 ] || exit 0

@@ -105,6 +105,12 @@ def test_backend_change_reembeds_and_standby_uses_the_ledger_backend(
     assert result.reembedded and len(result.updated) == 2
     model_id = changed.verify().ledger.model_id
     assert model_id == "sentence-transformers/all-MiniLM-L6-v2+onnx-int8"
+    # kb.toml without a backend line: the store keeps the backend its ledger records, so a
+    # new default in a later release never re-embeds an existing store behind its back
+    toml.write_text(StoreConfig(hub=str(hub)).to_toml())
+    unset = KnowledgeStore(store.root)
+    assert unset.config.backend == "" and unset.status(fetch=False).reembed is None
+    assert unset.embedder.model_id == model_id
 
     svc = KnowledgeService("default", tmp_path / "replica")
     follower = Follower(svc, hub=str(hub), interval=0.05, backoff_max=0.4)

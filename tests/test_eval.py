@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from kbgit import KnowledgeStore
 from kbgit.cli import main
-from kbgit.errors import EvalError
+from kbgit.errors import EvalError, HubMovedError
+from kbgit.format.trailers import Trailers
 from kbgit.gitrepo import GitRepo
 from kbgit.hub import hooks as hub_hooks
 from kbgit.retrieval.evals import parse_eval_set
@@ -165,3 +166,69 @@ def test_query_cli_takes_a_mode_and_names_the_retrievers(store, tmp_path) -> Non
     for bad in (["--mode", "fuzzy"], ["--alpha", "2"], ["--depth", "0"]):
         code, out = run("query", store.root, "flock", *bad)
         assert code == 2 and "Invalid value" in out, (bad, out)
+
+
+def _gate(hub: Path, **settings: str) -> None:
+    hub_hooks.install(hub)
+    for key, value in {"threshold": "0.0", "k": "1", **settings}.items():
+        GitRepo(hub).run("config", f"kbgit.evalGate.{key}", value)
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_a_model_gate_refuses_a_break_and_accepts_a_harmless_change(
+    store: KnowledgeStore, hub: Path, tmp_path, evalfile, mode: str
+) -> None:
+    _gate(hub, mode=mode, model="fake:64")  # the model the store's commits are built with
+    docs = write_docs(tmp_path / "d", DOCS)
+    store.ingest(docs)
+    store.save_eval_set("docs", evalfile.read_bytes())
+    write_docs(docs, {"extra.md": "Unrelated notes about gardening."})
+    store.ingest(docs, push=False)
+    code, err = _push(store)
+    assert code == 0, err
+    accepted = store.repo.head()
+    assert GitRepo(hub).rev_parse("main") == accepted
+    (docs / "pool.md").unlink()  # q1's answer is gone: no mode can find it
+    store.ingest(docs, push=False)
+    code, err = _push(store)
+    assert code != 0
+    assert f"recall@1 ({mode}, 3 questions)" in err and "q1" in err and "0.667" in err
+    assert GitRepo(hub).rev_parse("main") == accepted
+
+
+def test_a_model_gate_refuses_a_commit_built_with_another_model(
+    store: KnowledgeStore, hub: Path, tmp_path, evalfile
+) -> None:
+    _gate(hub, mode="dense", model="fake:32")
+    first = store.ingest(write_docs(tmp_path / "d", DOCS)).commit
+    with pytest.raises(HubMovedError, match="eval gate could not run") as err:
+        store.save_eval_set("docs", evalfile.read_bytes())
+    assert "embeds with fake:32" in str(err.value) and "built with fake:64" in str(err.value)
+    assert GitRepo(hub).rev_parse("main") == first
+
+
+def test_the_gate_scores_both_commits_with_the_pushed_eval_set(
+    store: KnowledgeStore, hub: Path, tmp_path, evalfile
+) -> None:
+    _gate(hub)
+    docs = write_docs(tmp_path / "d", DOCS)
+    store.ingest(docs)
+    store.save_eval_set("docs", evalfile.read_bytes())
+    # a harder eval set lowers recall, but for the hub's commit as much as for the pushed
+    # one (both are scored with the pushed questions): accepted, and the hub carries it
+    harder = [*QUESTIONS, {"id": "q4", "question": "kubernetes operators", "answers": ["k.md"]}]
+    store.save_eval_set("docs", jsonl(harder).encode())
+    head = store.repo.head()
+    assert GitRepo(hub).rev_parse("main") == head
+    assert b"q4" in (GitRepo(hub).read_file(head, "evals/docs.jsonl") or b"")
+    # a push that deletes the eval set and breaks q1 is held to the parent's set: refused
+    write_docs(docs, {"pool.md": "Workers are replaced now and then."})
+    store.ingest(docs, push=False)
+    with store.writer.transaction() as txn:
+        txn.delete("evals/docs.jsonl")
+        txn.commit("drop the eval set", [], Trailers(operation="eval"))
+    assert store.repo.read_file(store.repo.head(), "evals/docs.jsonl") is None
+    code, err = _push(store)
+    assert code != 0
+    assert "4 questions" in err and "q1" in err and "0.750" in err and "0.500" in err
+    assert GitRepo(hub).rev_parse("main") == head

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from kbgit import KnowledgeStore, StoreConfig
+from kbgit.cli import main as cli
 from kbgit.errors import FencedError
 from kbgit.gitrepo import GitRepo
 from kbgit.retrieval.fusion import HybridOptions
@@ -335,3 +337,17 @@ def test_status_without_a_hub_is_neither_ahead_nor_behind(tmp_path: Path, docs: 
     store.ingest(docs)
     st = store.status()
     assert st.hub is None and (st.ahead, st.behind) == (0, 0) and st.documents == 4
+
+
+def test_status_says_a_settings_change_will_reembed_before_it_happens(
+    store: KnowledgeStore, docs: Path
+) -> None:
+    store.ingest(docs)
+    assert KnowledgeStore(store.root).status(fetch=False).reembed is None
+    (store.root / "kb.toml").write_text(
+        StoreConfig(model="fake:32", hub=store.config.hub).to_toml()
+    )
+    st = KnowledgeStore(store.root).status(fetch=False)  # no --source: still said
+    assert st.reembed is not None and "fake:32" in st.reembed and "fake:64" in st.reembed
+    res = CliRunner().invoke(cli, ["status", str(store.root), "--no-fetch"])
+    assert res.exit_code == 0 and "re-embeds" in res.output and "fake:32" in res.output

@@ -184,6 +184,22 @@ def test_bad_options_are_refused_with_a_reason(kw: dict) -> None:
         HybridOptions(**kw)
 
 
+def test_fusions_score_as_documented() -> None:
+    from kbgit.retrieval.fusion import fuse
+
+    lists = {"dense": [("a", 0.9), ("b", 0.5), ("c", 0.1)], "lexical": [("c", 9.0), ("d", 3.0)]}
+    rrf = {f.key: f for f in fuse(lists, HybridOptions(alpha=0.4, rrf_k=2))}
+    assert rrf["c"].score == pytest.approx(0.4 / 5 + 0.6 / 3)  # dense rank 3, lexical rank 1
+    assert rrf["a"].score == pytest.approx(0.4 / 3) and rrf["c"].ranks == {"dense": 3, "lexical": 1}
+    dbsf = {f.key: f.score for f in fuse(lists, HybridOptions(fusion="dbsf", alpha=0.5))}
+    sd = float(np.std([0.9, 0.5, 0.1]))
+    dense_a = (0.9 - (0.5 - 3 * sd)) / (6 * sd)
+    lex_d = (3.0 - (6.0 - 3 * 3.0)) / 18.0  # lexical mean 6, sd 3
+    assert dbsf["a"] == pytest.approx(0.5 * dense_a)  # no lexical score: counts 0
+    assert dbsf["d"] == pytest.approx(0.5 * lex_d)
+    assert [f.key for f in fuse(lists, HybridOptions(fusion="dbsf"))][0] == "c"
+
+
 def test_bad_k_is_refused_in_every_mode(store: KnowledgeStore, docs: Path) -> None:
     store.ingest(docs)
     for opts in MODES:
@@ -230,3 +246,57 @@ def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_pa
     third.reload()
     assert (third.lexical.terms.built, third.lexical.terms.loaded) == (1, 1)
     assert [(h.chunk_id, h.score) for h in third.query("alpha", 5, options=LEX).hits] == want
+
+
+def test_the_disk_cache_keeps_the_served_segments_and_a_few_recent_others(store, tmp_path) -> None:
+    import os
+
+    from kbgit.history.compaction import compact
+    from kbgit.serving.service import KnowledgeService
+
+    docs = tmp_path / "d"
+    for i, word in enumerate(("red", "green", "blue", "amber")):  # four ingests, four segments
+        write_docs(docs, {f"f{i}.md": f"alpha {word} words"})
+        store.ingest(docs)
+    cache = store.root / ".git" / "kbgit-lexical"
+    svc = KnowledgeService("t", store.root)
+    svc.lexical.terms.spare = 1
+    svc.reload()
+    old = sorted(cache.glob("*.npz"))
+    assert len(old) == 4 and len(list(cache.glob("*.sha256"))) == 4
+    for n, path in enumerate(old):  # distinct last-use times: old[3] is the most recent
+        os.utime(path, (1_000_000 + n, 1_000_000 + n))
+    compact(store)  # one new segment; the four old ones are no longer served
+    snap = svc.reload()
+    (served,) = snap.manifest.segments
+    kept = sorted(p.name for p in cache.glob("*.npz"))
+    assert kept == sorted([f"{served.rows.sha256}-jieba.npz", old[3].name])
+    assert sorted(p.stem for p in cache.glob("*.sha256")) == sorted(p[:-4] for p in kept)
+    want = [h.source for h in svc.query("green", 2, options=LEX).hits]
+    again = KnowledgeService("t", store.root)  # a restart reads the served entry
+    again.reload()
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (0, 1)
+    assert [h.source for h in again.query("green", 2, options=LEX).hits] == want
+    assert want == ["f1.md"]
+
+
+def test_a_store_process_keeps_on_disk_what_it_used_plus_a_few_others(store, tmp_path) -> None:
+    from kbgit.history.compaction import compact
+
+    cache = store.root / ".git" / "kbgit-lexical"
+
+    def query_in_a_new_process() -> set[str]:
+        kb = KnowledgeStore(store.root)
+        kb.lexical.terms.spare = 0
+        assert kb.query("alpha", 1, options=LEX).hits
+        return {p.name for p in cache.glob("*.npz")}
+
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha red"})
+    store.ingest(docs)
+    assert len(query_in_a_new_process()) == 1
+    write_docs(docs, {"b.md": "alpha green"})
+    store.ingest(docs)
+    assert len(query_in_a_new_process()) == 2  # both segments are in use
+    compact(store)
+    (seg,) = store.snapshot().manifest.segments
+    assert query_in_a_new_process() == {f"{seg.rows.sha256}-jieba.npz"}

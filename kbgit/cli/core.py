@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, StoreConfig
+from ..backends import BACKENDS
+from ..config import (
+    DEFAULT_BACKEND,
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MODEL,
+    StoreConfig,
+)
 from ..errors import IntegrityError
 from ..gitrepo import create_hub
 from ..store import KnowledgeStore
@@ -67,12 +74,27 @@ def hub_create(path: Path, branch: str) -> None:
     show_default=True,
     help="Tokens shared by neighbouring chunks.",
 )
-def init(store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: int) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default=None,
+    help=f"How the model runs; default {DEFAULT_BACKEND} (exports are built locally and "
+    "cached; see README).",
+)
+def init(
+    store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: int, backend: str | None
+) -> None:
     """Create a working store (clones the hub's history if it has any).
 
-    Example: kbgit init ./kb --hub /srv/kb-hub.git
+    Example: kbgit init ./kb --hub /srv/kb-hub.git --backend openvino-int8
     """
-    cfg = StoreConfig(model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, hub=hub_url)
+    cfg = StoreConfig(
+        model=model,
+        backend=backend or "",
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        hub=hub_url,
+    )
     kb = KnowledgeStore.init(store, hub=hub_url, config=cfg)
     head = kb.repo.head()
     click.echo(
@@ -185,6 +207,8 @@ def status(store: Path, source: Path | None, no_fetch: bool, as_json: bool) -> N
         )
     if st.dirty:
         click.echo("repair   working tree differs from HEAD (interrupted write): run kbgit repair")
+    if st.reembed:
+        click.echo(f"settings the next ingest re-embeds all {st.vectors} chunks: {st.reembed}")
     if st.plan is not None:
         p = st.plan
         click.echo(

@@ -26,7 +26,7 @@ def mode_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 type=click.Choice(FUSIONS),
                 default=_DEFAULT.fusion,
                 show_default=True,
-                help="Hybrid fusion: reciprocal rank, or min-max / z-score scaled scores.",
+                help="Hybrid fusion: reciprocal rank, or min-max / z-score / DBSF scaled scores.",
             ),
             click.option(
                 "--alpha",

@@ -111,7 +111,7 @@ def standby(
 
 @main.group()
 def hooks() -> None:
-    """Manage the hub's git hooks (verify pushes, notify standbys)."""
+    """Manage the hub's git hooks (verify pushes, notify standbys) and chained wake-ups."""
 
 
 @hooks.command("install")
@@ -150,6 +150,25 @@ def hooks_install(
     for path in paths:
         click.echo(f"installed {path}")
     click.echo(f"standbys notified after each push: {', '.join(notify) or '(none)'}")
+
+
+@hooks.command("chain")
+@click.argument("replica", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--notify", multiple=True, help="Next-tier standby URL to wake (repeat).")
+@click.option("--token", envvar="KBGIT_TOKEN", help="Bearer token of their /admin/sync.")
+def hooks_chain(replica: Path, notify: tuple[str, ...], token: str | None) -> None:
+    """Wake the standbys that follow REPLICA after each commit its standby serves.
+
+    For chained replication (a standby whose hub is another standby's replica): the
+    standby serving REPLICA POSTs /admin/sync to each --notify URL after every swap,
+    as a hub's post-receive hook does. Without --notify, it wakes nobody.
+
+    Example: kbgit hooks chain ./tier1-replica --notify http://10.0.0.7:8003
+    """
+    from ..hub import hooks as hub_hooks
+
+    hub_hooks.install_chain(replica, notify=notify, token=token)
+    click.echo(f"standbys woken after each new commit: {', '.join(notify) or '(none)'}")
 
 
 @main.command("hook")

@@ -100,12 +100,7 @@ def install(
     from ..format.signatures import check_allowed
     from ..gitrepo import GitRepo
 
-    bad = [u for u in notify if not valid_notify_url(u)]
-    if bad:
-        raise ConfigError(
-            f"--notify {bad[0]!r} is not an http(s) URL",
-            hint="give a standby's base URL like http://127.0.0.1:8002 (no spaces)",
-        )
+    _check_notify(notify)
     signers = check_allowed(allowed_signers) if allowed_signers else None
 
     repo = GitRepo(hub)
@@ -116,7 +111,6 @@ def install(
     if not bare:
         raise ConfigError(f"{hub} is not a bare hub", hint="create one with: kbgit hub create")
     git_dir = Path(repo.run("rev-parse", "--absolute-git-dir"))
-    (git_dir / "config").chmod(0o600)  # git keeps the mode when it rewrites the file
     hooks_dir = git_dir / "hooks"
     hooks_dir.mkdir(exist_ok=True)
     written = []
@@ -130,14 +124,57 @@ def install(
         path.write_text(shim, encoding="utf-8")
         path.chmod(0o755)
         written.append(path)
+    _record_notify(repo, git_dir, notify, token)
+    if signers is not None:
+        repo.run("config", SIGNERS_KEY, str(signers))
+    return written
+
+
+def install_chain(
+    replica: str | os.PathLike[str], *, notify: Sequence[str], token: str | None = None
+) -> None:
+    """Record the standbys that follow a standby's replica (chained replication).
+
+    The same settings as a hub's (``kbgit.notify``, ``kbgit.token``, config made 0600);
+    the standby serving ``replica`` POSTs ``/admin/sync`` to each after every new commit
+    it serves, as a hub's post-receive hook does after a push. No hook file is written.
+    """
+    from ..errors import ConfigError, GitError
+    from ..gitrepo import GitRepo
+
+    _check_notify(notify)
+    repo = GitRepo(replica)
+    try:
+        bare = repo.run("rev-parse", "--is-bare-repository") == "true"
+    except GitError as exc:
+        raise ConfigError(f"{replica} is not a git repository") from exc
+    if bare:
+        raise ConfigError(
+            f"{replica} is a bare hub, not a standby's replica",
+            hint=f"for a hub use: kbgit hooks install {replica} --notify URL",
+        )
+    _record_notify(repo, Path(repo.run("rev-parse", "--absolute-git-dir")), notify, token)
+
+
+def _check_notify(notify: Sequence[str]) -> None:
+    from ..errors import ConfigError
+
+    bad = [u for u in notify if not valid_notify_url(u)]
+    if bad:
+        raise ConfigError(
+            f"--notify {bad[0]!r} is not an http(s) URL",
+            hint="give a standby's base URL like http://127.0.0.1:8002 (no spaces)",
+        )
+
+
+def _record_notify(repo: GitRepo, git_dir: Path, notify: Sequence[str], token: str | None) -> None:
+    """Write the standbys to wake and the token into the repository's config (0600)."""
+    (git_dir / "config").chmod(0o600)  # git keeps the mode when it rewrites the file
     repo.run_bytes("config", "--unset-all", "kbgit.notify", check=False)
     for url in notify:
         repo.run("config", "--add", "kbgit.notify", url.rstrip("/"))
     if token is not None:
         repo.run("config", "kbgit.token", token)
-    if signers is not None:
-        repo.run("config", SIGNERS_KEY, str(signers))
-    return written
 
 
 def valid_notify_url(url: str) -> bool:

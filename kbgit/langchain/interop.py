@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from ..backends import TORCH, split_model_id
 from ..config import StoreConfig
 from ..embeddings import Embedder, load_embedder
 from ..errors import ConfigError, FormatError, PickleRefusedError
@@ -170,13 +171,32 @@ def read_folder(folder: str | os.PathLike[str], *, trust_pickle: bool = False) -
 
 # -- import ----------------------------------------------------------------------------
 def same_model(source_model: str, embedder: Embedder, configured: str) -> bool:
-    """Tell whether vectors made by ``source_model`` can be kept by a store using embedder."""
-    if source_model in (embedder.model_id, configured):
+    """Tell whether vectors made by ``source_model`` can be kept by a store using embedder.
+
+    A bare model name (LangChain's HuggingFaceEmbeddings) means PyTorch fp32 vectors: a
+    store of another backend re-embeds them rather than mix the two.
+    """
+    if source_model == embedder.model_id:
+        return True
+    if source_model == configured and split_model_id(embedder.model_id)[1] == TORCH:
         return True
     try:
         return load_embedder(source_model).model_id == embedder.model_id
     except ConfigError:
         return False
+
+
+def _keep_torch(config: StoreConfig, source_model: str, has_vectors: bool) -> StoreConfig:
+    """Pin torch for a new store that can keep LangChain's (PyTorch fp32) vectors.
+
+    Only when kb.toml leaves the backend unset: a chosen backend re-embeds instead.
+    """
+    if config.backend or not has_vectors:
+        return config
+    torch_emb = load_embedder(config.model, backend=TORCH)
+    if same_model(source_model, torch_emb, config.model):
+        return dataclasses.replace(config, backend=TORCH)
+    return config
 
 
 def _check_new_hub(hub: str, config: StoreConfig | None) -> None:
@@ -209,6 +229,7 @@ def import_langchain(
     dest = _require_empty(dest, "import")
     _check_new_hub(hub or (config.hub if config else ""), config)
     data = read_folder(folder, trust_pickle=trust_pickle)
+    config = _keep_torch(config or StoreConfig(), source_model, data.vectors is not None)
     kb = KnowledgeStore.init(dest, hub=hub, config=config, embedder=embedder)
     emb = kb.embedder
     keep = data.vectors is not None and data.dim == emb.dim

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..format.vector_index import Row
-from .termstore import load_arrays, rows_for, save_terms
+from .termstore import DISK_SPARE, load_arrays, prune, rows_for, save_terms
 from .tokenize import DEFAULT_CJK, tokenize
 
 K1 = 1.5
@@ -88,13 +88,17 @@ class SegmentTerms:
 
 
 class TermsCache:
-    """Per-segment term matrices keyed by (rows sha256, CJK mode); shared by snapshots."""
+    """Per-segment term matrices keyed by (rows sha256, CJK mode); shared by snapshots.
 
-    def __init__(self, directory: Path | None = None) -> None:
+    On disk it keeps what memory holds plus ``spare`` recently used entries.
+    """
+
+    def __init__(self, directory: Path | None = None, *, spare: int = DISK_SPARE) -> None:
         self._items: dict[tuple[str, str], SegmentTerms] = {}
         self._lock = threading.Lock()
         #: where matrices persist between restarts (None: memory only)
         self.directory = directory
+        self.spare = spare
         self.built = 0
         self.loaded = 0
 
@@ -121,6 +125,7 @@ class TermsCache:
             self.built += 1
         if self.directory is not None:
             save_terms(self.directory, key, terms)
+            prune(self.directory, self.keys(), self.spare)
         return terms
 
     def _from_disk(self, key: tuple[str, str], rows: Sequence[Row]) -> SegmentTerms | None:
@@ -135,9 +140,11 @@ class TermsCache:
         return SegmentTerms(ids, rows_for(ids, rows), vocab, tf, arrays["lengths"])
 
     def retain(self, keys: set[tuple[str, str]]) -> None:
-        """Forget every matrix not in ``keys``."""
+        """Forget every matrix not in ``keys``; on disk keep ``spare`` others besides."""
         with self._lock:
             self._items = {k: v for k, v in self._items.items() if k in keys}
+        if self.directory is not None:
+            prune(self.directory, keys, self.spare)
 
     def keys(self) -> set[tuple[str, str]]:
         """Return the cached keys."""

@@ -3,14 +3,19 @@
 Derived data built locally from verified rows, stored as ``.npz`` (read with
 ``allow_pickle=False``: arrays only, never code) beside a sha256 of the file. A file
 whose checksum fails, or that cannot be read, is ignored and rebuilt; the cache lives
-under the store's ``.git`` directory, which is never committed or replicated.
+under the store's ``.git`` directory, which is never committed or replicated. It is
+bounded: :func:`prune` keeps the entries in use plus the :data:`DISK_SPARE` most
+recently used others (a load or a write marks an entry used), so rolling back or
+restarting on a recent commit still reads rather than tokenizes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: where a store keeps its lexical cache (relative to the store root)
 CACHE_SUBDIR = Path(".git") / "kbgit-lexical"
+#: entries kept on disk beyond those in use, most recently used first
+DISK_SPARE = 32
 _FIELDS = ("ids", "terms", "indptr", "indices", "data", "lengths")
 
 
@@ -78,7 +85,34 @@ def load_arrays(directory: Path, key: tuple[str, str]) -> dict[str, np.ndarray] 
     except (OSError, ValueError, KeyError) as exc:
         logger.warning("lexical cache %s unreadable (%s): rebuilding", npz, exc)
         return None
+    with contextlib.suppress(OSError):
+        os.utime(npz)  # used now: prune keeps recently used entries
     return arrays
+
+
+def prune(directory: Path, keep: set[tuple[str, str]], spare: int = DISK_SPARE) -> int:
+    """Delete entries not in ``keep`` beyond the ``spare`` most recent; return how many."""
+    names = {_paths(directory, key)[0].name for key in keep}
+    try:
+        found = [p for p in directory.glob("*.npz") if p.name not in names]
+        others = sorted(found, key=_mtime, reverse=True)
+    except OSError as exc:
+        logger.warning("lexical cache %s not pruned: %s", directory, exc)
+        return 0
+    for npz in others[spare:]:
+        for path in (npz, npz.with_suffix(".sha256")):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("lexical cache %s not removed: %s", path, exc)
+    return max(0, len(others) - spare)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0  # gone already: first to go
 
 
 def rows_for(ids: Sequence[str], rows: Sequence[Row]) -> tuple[Row | None, ...]:

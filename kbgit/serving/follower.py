@@ -31,6 +31,7 @@ from ..config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL,
 from ..errors import GitError, IntegrityError, KbgitError
 from ..fencing import check as fence_check
 from ..gitrepo import GitRepo, absolute_remote, redact
+from .downstream import Downstream
 from .service import KnowledgeService, Loaded
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class Follower:
         #: seconds between writer-record checks of a primary (tests set 0)
         self.writer_check_every = WRITER_CHECK_EVERY
         self._writer_checked = float("-inf")
+        #: the standbys that follow this replica (chained replication), woken after a swap
+        self.downstream = Downstream(service.path / ".git", service.name) if hub else None
         service.sync.role = "standby" if hub else "primary"
         service.sync.upstream = redact(self.hub)
 
@@ -314,6 +317,8 @@ class Follower:
                 self.repo.run("merge", "--ff-only", "--quiet", commit)
         with self._stage("swap"):
             svc.install(loaded, started)
+        if self.downstream is not None:
+            self.downstream.poke()  # returns at once; the next tier fetches from our clone
         self._measure_lag(self.service.sync.upstream_head if self.hub else commit)
         return SyncResult(UPDATED, commit, commit)
 

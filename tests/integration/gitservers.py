@@ -7,6 +7,7 @@ caller gives (tmp_path); listens on 127.0.0.1 only; :meth:`stop` ends exactly th
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
@@ -133,10 +134,20 @@ class HttpGitServer:
     """nginx + fcgiwrap + ``git http-backend`` serving ``project_root`` with basic auth.
 
     Reads and pushes both need the user and password; a push runs the repository's hooks.
+    ``workers`` fcgiwrap processes run requests side by side (the fan-out bench uses more).
+    With ``cpu_log``, each ``git http-backend`` runs under bash's ``time``, which appends
+    "<user s> <system s>" of the request (with upload-pack and pack-objects, from
+    getrusage, in ms) to that file.
     """
 
     def __init__(
-        self, root: Path, project_root: Path, user: str = "kb", password: str = ""
+        self,
+        root: Path,
+        project_root: Path,
+        user: str = "kb",
+        password: str = "",
+        workers: int = 2,
+        cpu_log: Path | None = None,
     ) -> None:
         self.root, self.project_root = root, Path(project_root).resolve()
         root.mkdir(parents=True, exist_ok=True)
@@ -145,7 +156,8 @@ class HttpGitServer:
         self.port = _free_port()
         sock = root / "fcgiwrap.sock"
         self.fcgi = subprocess.Popen(
-            [binary("fcgiwrap"), "-c", "2", "-s", f"unix:{sock}"],
+            [binary("fcgiwrap"), "-c", str(workers), "-s", f"unix:{sock}"],
+            start_new_session=True,  # its workers outlive a SIGTERM to the master: stop the group
             stdout=subprocess.DEVNULL,
             stderr=open(root / "fcgiwrap.log", "ab"),  # noqa: SIM115 - owned by the child
         )
@@ -160,6 +172,8 @@ class HttpGitServer:
             )
             if os.access(p, os.X_OK)
         )
+        if cpu_log is not None:
+            backend = _timed(root, backend, cpu_log)
         conf = root / "nginx.conf"
         conf.write_text(
             _NGINX_CONF.format(
@@ -197,15 +211,31 @@ class HttpGitServer:
         return f"http://{cred}127.0.0.1:{self.port}/git/{rel}"
 
     def stop(self) -> None:
-        """Stop nginx and fcgiwrap."""
+        """Stop nginx and fcgiwrap (its master and every worker)."""
         _stop(self.proc)
+        with contextlib.suppress(ProcessLookupError):  # the master and its workers, together
+            os.killpg(self.fcgi.pid, signal.SIGTERM)
         _stop(self.fcgi)
 
+
+def _timed(root: Path, backend: str, cpu_log: Path) -> str:
+    """Write a script that runs ``backend`` and appends its CPU seconds; return its path."""
+    wrapper = root / "http-backend-timed"  # fcgiwrap runs SCRIPT_FILENAME without arguments
+    wrapper.write_text(_TIMED.format(bash=binary("bash"), log=cpu_log, backend=backend))
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+#: runs git http-backend (stdin, stdout, stderr untouched) and appends its CPU seconds
+_TIMED = """#!{bash}
+TIMEFORMAT='%3U %3S'
+{{ time {backend} 2>&4 ; }} 4>&2 2>>"{log}"
+"""
 
 _NGINX_CONF = """\
 {user}worker_processes 1;
 pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
+events {{ worker_connections 256; }}
 http {{
     access_log {root}/logs/access.log;
     client_body_temp_path {root}/body;
