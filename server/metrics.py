@@ -56,6 +56,17 @@ class ServiceCollector(Collector):
             "refused": CounterMetricFamily(
                 "kbgit_refused_commits", "Commits refused by verification", labels=labels
             ),
+            "ann_segments": GaugeMetricFamily(
+                "kbgit_ann_segments",
+                "Segments of the served snapshot searched through a local ANN index",
+                labels=labels,
+            ),
+            "ann_events": CounterMetricFamily(
+                "kbgit_ann_cache",
+                "ANN indexes built here, read from the local cache, or refused there "
+                "(checksum or content mismatch: deleted and rebuilt)",
+                labels=[*labels, "event"],
+            ),
             "eval_recall": GaugeMetricFamily(
                 "kbgit_eval_recall",
                 "Recall@k of the served commit's own evals/ questions",
@@ -78,6 +89,14 @@ class ServiceCollector(Collector):
             fams["reload_s"].add_metric(name, count_value=svc.reloads, sum_value=svc.reload_seconds)
             fams["sync_fail"].add_metric(name, st.sync_failures)
             fams["refused"].add_metric(name, st.refused_total)
+            fams["ann_segments"].add_metric(name, cur.snapshot.index.approximate if cur else 0)
+            ann = svc.ann
+            for event, count in (
+                ("built", ann.built),
+                ("loaded", ann.loaded),
+                ("refused", ann.refused),
+            ):
+                fams["ann_events"].add_metric([svc.name, event], count)
             scored = svc.eval_score
             if cur is not None and scored is not None and scored[0] == cur.snapshot.commit:
                 sc = scored[1]

@@ -179,6 +179,9 @@ def test_standby_builds_its_own_ann_and_http_exact(big: KnowledgeStore, tmp_path
         wait_until(lambda: srv.services.ready)
         health = get(srv.url + "/health").json()
         assert health["index"]["ann_segments"] == 1
+        metrics = get(srv.url + "/metrics").text
+        assert 'kbgit_ann_segments{store="default"} 1.0' in metrics
+        assert 'kbgit_ann_cache_total{event="built",store="default"} 1.0' in metrics
         assert len(_cache_files(replica)) == 1  # built on the standby, under its .git
         names = GitRepo(Path(big.config.hub)).run("ls-tree", "-r", "--name-only", "HEAD")
         assert "kbgit-ann" not in names and ".sha256" not in names
