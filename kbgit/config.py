@@ -22,7 +22,7 @@ CONFIG_NAME = "kb.toml"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: embedding backend (kbgit.backends.BACKENDS) of a new store of the bundled model, chosen
 #: from bench/bench_embedding_backends.py and bench/bench_backend_ingest.py (README)
-DEFAULT_BACKEND = "torch"
+DEFAULT_BACKEND = "openvino-int8"
 #: chunk length in tokens of the model's own tokenizer; the model reads at most 256 and
 #: silently truncates the rest, so chunks stay well under it
 DEFAULT_CHUNK_SIZE = 200

@@ -96,7 +96,8 @@ def test_backend_change_reembeds_and_standby_uses_the_ledger_backend(
     assert store.verify().ledger.model_id == "sentence-transformers/all-MiniLM-L6-v2"
 
     toml = store.root / "kb.toml"
-    toml.write_text(toml.read_text().replace('# backend = "torch"', 'backend = "onnx-int8"'))
+    assert 'backend = "torch"\n' in toml.read_text()  # chosen: written, not commented
+    toml.write_text(toml.read_text().replace('backend = "torch"', 'backend = "onnx-int8"'))
     res = CliRunner().invoke(main, ["status", str(store.root), "--source", str(docs)])
     assert res.exit_code == 0 and "backend" in res.output and "full re-embed" in res.output
     changed = KnowledgeStore(store.root)  # kb.toml now names onnx-int8
