@@ -300,3 +300,19 @@ def test_a_store_process_keeps_on_disk_what_it_used_plus_a_few_others(store, tmp
     compact(store)
     (seg,) = store.snapshot().manifest.segments
     assert query_in_a_new_process() == {f"{seg.rows.sha256}-jieba.npz"}
+
+
+def test_a_standby_caches_lexical_terms_in_the_replica_it_cloned(store, docs, tmp_path) -> None:
+    from kbgit.serving.follower import Follower
+    from kbgit.serving.service import KnowledgeService
+
+    store.ingest(docs)
+    replica = tmp_path / "replica"  # not there yet: the follower clones it after start
+    svc = KnowledgeService("t", replica)
+    follower = Follower(svc, hub=store.config.hub)
+    follower.open()
+    assert follower.sync_once().status == "updated"
+    assert sorted((replica / ".git" / "kbgit-lexical").glob("*.npz"))
+    again = KnowledgeService("t", replica)  # a restarted standby reads them back
+    again.reload()
+    assert again.lexical.terms.built == 0 and again.lexical.terms.loaded >= 1

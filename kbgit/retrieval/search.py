@@ -46,9 +46,12 @@ class LexicalIndexes:
 
     @classmethod
     def for_store(cls, root: Path) -> LexicalIndexes:
-        """Return indexes that cache under a store's ``.git`` (memory only without one)."""
-        git = Path(root) / ".git"
-        return cls(directory=Path(root) / CACHE_SUBDIR if git.is_dir() else None)
+        """Return indexes that cache under a store's ``.git``.
+
+        A standby's replica is cloned after its service is created: nothing is written
+        while ``.git`` is missing (a directory there would stop the clone).
+        """
+        return cls(directory=Path(root) / CACHE_SUBDIR)
 
     def __init__(self, cjk: str = DEFAULT_CJK, *, directory: Path | None = None) -> None:
         self.cjk = cjk

@@ -53,8 +53,10 @@ def save_terms(directory: Path, key: tuple[str, str], terms: object) -> None:
     )
     data = buf.getvalue()
     npz, digest = _paths(directory, key)
+    if not directory.parent.is_dir():  # e.g. a replica's .git before its clone
+        return
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(exist_ok=True)
         write_atomic(npz, data)
         write_atomic(digest, hashlib.sha256(data).hexdigest().encode())
     except OSError as exc:
