@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kbgit import KnowledgeStore
+from kbgit import KnowledgeStore, QueryError
 from kbgit.config import StoreSpec
 from kbgit.langchain.retriever import KbgitHTTPRetriever, RemoteQueryError
 from kbgit.langchain.vectorstore import KbgitVectorStore
@@ -102,6 +102,16 @@ def test_the_http_retriever_and_the_vector_store_take_a_mode(served) -> None:
     hits = vs.similarity_search("flock", k=1, mode="hybrid", filter={"source": "lock.md"})
     assert [d.metadata["source"] for d in hits] == ["lock.md"]
     assert "lexical" in hits[0].metadata["retrievers"]
+    # exact search (no ANN) passes through both, like mode
+    want = ret.invoke("max_tasks_per_child", mode="dense")
+    got = ret.invoke("max_tasks_per_child", mode="dense", exact=True)
+    assert [d.id for d in got] == [d.id for d in want]
+    with pytest.raises(RemoteQueryError, match="exact"):
+        ret.invoke("lock", exact="maybe")
+    exact = vs.similarity_search("flock", k=1, mode="dense", exact=True)
+    assert [d.id for d in exact] == [d.id for d in vs.similarity_search("flock", k=1)]
+    with pytest.raises(QueryError, match="exact"):
+        vs.similarity_search("flock", k=1, exact="maybe")
 
 
 def test_metrics_expose_the_served_commits_eval_score(served) -> None:

@@ -62,8 +62,9 @@ class KbgitHTTPRetriever(BaseRetriever):
     Each Document's ``id`` is the chunk id; its metadata holds the chunk's metadata plus
     ``source`` (document path), ``score`` (the mode's score: cosine, BM25 or fused),
     ``commit`` (the one commit every hit of that answer came from) and ``retrievers``
-    (the rank each retriever gave it). ``mode`` (dense, lexical, hybrid) and ``alpha``
-    are sent when set; the service's default mode applies otherwise.
+    (the rank each retriever gave it). ``mode`` (dense, lexical, hybrid), ``alpha`` and
+    ``exact`` (score every vector, no ANN) are sent when set; the service's defaults apply
+    otherwise.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -77,6 +78,8 @@ class KbgitHTTPRetriever(BaseRetriever):
     mode: str | None = None
     #: weight of dense in hybrid mode (None: the service's default)
     alpha: float | None = None
+    #: True: exact dense search even where the service has an ANN index (None: its default)
+    exact: bool | None = None
     #: sent as ``Authorization: Bearer <token>`` when set
     token: SecretStr | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -86,7 +89,7 @@ class KbgitHTTPRetriever(BaseRetriever):
 
     def _payload(self, query: str, overrides: dict[str, Any]) -> dict[str, Any]:
         overrides.pop("verbose", None)  # LangChain's own invoke() option
-        unknown = set(overrides) - {"k", "source", "score_threshold", "mode", "alpha"}
+        unknown = set(overrides) - {"k", "source", "score_threshold", "mode", "alpha", "exact"}
         if unknown:
             raise QueryError(f"unknown search option(s): {', '.join(sorted(unknown))}")
         k = overrides.get("k", self.k)
@@ -97,7 +100,7 @@ class KbgitHTTPRetriever(BaseRetriever):
             payload["filter"] = {"source": source if isinstance(source, str) else list(source)}
         if threshold is not None:
             payload["score_threshold"] = threshold
-        for key in ("mode", "alpha"):
+        for key in ("mode", "alpha", "exact"):
             value = overrides.get(key, getattr(self, key))
             if value is not None:
                 payload[key] = value

@@ -245,7 +245,8 @@ class KbgitVectorStore(VectorStore):
         """Return (document, score) pairs for a query, best first.
 
         ``mode=`` dense (cosine similarity, the default), lexical (BM25) or hybrid (fused);
-        ``alpha=`` weighs dense in hybrid mode. Filters apply in every mode; in lexical
+        ``alpha=`` weighs dense in hybrid mode; ``exact=True`` scores every vector even
+        where a large segment has an ANN index. Filters apply in every mode; in lexical
         and hybrid modes each Document's metadata says which retrievers found it.
         """
         state = self._snapshot()
@@ -278,7 +279,7 @@ class KbgitVectorStore(VectorStore):
         return out
 
     def _options(self, kwargs: dict[str, Any]) -> HybridOptions:
-        given = {key: kwargs.pop(key) for key in ("mode", "alpha") if key in kwargs}
+        given = {key: kwargs.pop(key) for key in ("mode", "alpha", "exact") if key in kwargs}
         return dataclasses.replace(self.options, **given) if given else self.options
 
     def similarity_search(
