@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import IntegrityError
+
+logger = logging.getLogger(__name__)
 
 TMP_MARK = ".kbgit-tmp-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
@@ -112,3 +115,32 @@ def remove(path: str | os.PathLike[str], stop: str | os.PathLike[str]) -> None:
                 os.rmdir(parts[depth - 1], dir_fd=dfd)
         except OSError:
             break
+
+
+def prune_cache(directory: Path, suffix: str, keep: set[str], spare: int) -> int:
+    """Delete ``*suffix`` entries (and their ``.sha256``) not in ``keep`` beyond ``spare``.
+
+    ``keep`` holds file names; of the others the ``spare`` most recently modified stay
+    (a cache marks an entry used by touching it). Returns how many were deleted; failures
+    are logged, never raised (a cache that cannot prune still serves).
+    """
+    try:
+        found = [p for p in directory.glob(f"*{suffix}") if p.name not in keep]
+    except OSError as exc:
+        logger.warning("cache %s not pruned: %s", directory, exc)
+        return 0
+    others = sorted(found, key=_mtime, reverse=True)
+    for entry in others[spare:]:
+        for path in (entry, entry.with_suffix(".sha256")):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("cache entry %s not removed: %s", path, exc)
+    return max(0, len(others) - spare)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0  # gone already: first to go

@@ -227,3 +227,27 @@ def test_a_server_builds_the_index_before_the_swap(big: KnowledgeStore, tmp_path
     assert svc.commit == first  # and the old commit was served all along
     svc.install(loaded)
     assert svc.commit == big.repo.head() and svc.health()["index"]["ann_segments"] == 2
+
+
+def test_the_disk_cache_keeps_the_served_indexes_and_a_few_recent_others(tmp_path: Path) -> None:
+    import os
+
+    cache = AnnCache(AnnSettings(min_vectors=10), tmp_path / "ann")
+    cache.directory.mkdir()
+    x = _clustered(600, seed=4)
+    shas = [c * 64 for c in "abc"]
+    for n, sha in enumerate(shas):
+        cache.get(sha, x)
+        path = cache.paths(cache.key(sha, len(x)))[0]
+        os.utime(path, (1_000_000 + n, 1_000_000 + n))  # c is the most recently used
+    cache.spare = 1
+    served = cache.key(shas[0], len(x))
+    cache.retain({served})
+    kept = sorted(p.name for p in cache.directory.glob("*.faiss"))
+    assert kept == sorted([f"{served}.faiss", f"{cache.key(shas[2], len(x))}.faiss"])
+    assert sorted(p.stem for p in cache.directory.glob("*.sha256")) == sorted(
+        k[: -len(".faiss")] for k in kept
+    )
+    again = AnnCache(AnnSettings(min_vectors=10), cache.directory)  # a restart reads it
+    again.get(shas[0], x)
+    assert (again.loaded, again.built) == (1, 0)

@@ -25,7 +25,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ..fsio import write_atomic
+from ..fsio import prune_cache, write_atomic
 from .ann import AnnIndex, AnnSettings, build_index, nlist_for
 from .manifest import Manifest
 from .vector_index import Segment
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 #: where a store keeps its ANN cache (relative to the store root)
 CACHE_SUBDIR = Path(".git") / "kbgit-ann"
+#: disk entries kept beyond the served ones, most recently used first (a 1M-vector entry
+#: is ~0.4 GB: enough to roll back one compaction without a rebuild, and bounded)
+DISK_SPARE = 2
 _TYPES = {"flat": faiss.IndexIVFFlat, "sq8": faiss.IndexIVFScalarQuantizer}
 
 
@@ -52,6 +55,8 @@ class AnnCache:
     def __init__(self, settings: AnnSettings, directory: Path | None = None) -> None:
         self.settings = settings
         self.directory = directory
+        #: disk entries kept beyond those in use
+        self.spare = DISK_SPARE
         self._indexes: dict[str, AnnIndex] = {}
         self._lock = threading.Lock()
         #: indexes built here, read back from disk, and disk entries refused (deleted)
@@ -101,9 +106,11 @@ class AnnCache:
         return ann
 
     def retain(self, keys: set[str]) -> None:
-        """Forget in-memory indexes not in ``keys`` (disk entries stay for later reloads)."""
+        """Keep in memory only ``keys``; on disk, those plus the ``spare`` most recent others."""
         with self._lock:
             self._indexes = {k: v for k, v in self._indexes.items() if k in keys}
+        if self.directory is not None:
+            prune_cache(self.directory, ".faiss", {f"{k}.faiss" for k in keys}, self.spare)
 
     def paths(self, key: str) -> tuple[Path, Path]:
         """Return the index file and checksum file of ``key`` (directory must be set)."""
@@ -129,6 +136,8 @@ class AnnCache:
                 problem = f"is unreadable ({exc})"
             if not problem:
                 self.loaded += 1
+                with contextlib.suppress(OSError):
+                    path.touch()  # used now: pruning keeps recently used entries
                 return index
         logger.warning("ANN cache %s %s: deleting and rebuilding", path.name, problem)
         self.refused += 1

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..format.vector_index import Row
-from ..fsio import write_atomic
+from ..fsio import prune_cache, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -94,27 +94,7 @@ def load_arrays(directory: Path, key: tuple[str, str]) -> dict[str, np.ndarray] 
 
 def prune(directory: Path, keep: set[tuple[str, str]], spare: int = DISK_SPARE) -> int:
     """Delete entries not in ``keep`` beyond the ``spare`` most recent; return how many."""
-    names = {_paths(directory, key)[0].name for key in keep}
-    try:
-        found = [p for p in directory.glob("*.npz") if p.name not in names]
-        others = sorted(found, key=_mtime, reverse=True)
-    except OSError as exc:
-        logger.warning("lexical cache %s not pruned: %s", directory, exc)
-        return 0
-    for npz in others[spare:]:
-        for path in (npz, npz.with_suffix(".sha256")):
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                logger.warning("lexical cache %s not removed: %s", path, exc)
-    return max(0, len(others) - spare)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0  # gone already: first to go
+    return prune_cache(directory, ".npz", {_paths(directory, k)[0].name for k in keep}, spare)
 
 
 def rows_for(ids: Sequence[str], rows: Sequence[Row]) -> tuple[Row | None, ...]:
