@@ -36,25 +36,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_retrieval import fetch_git
 
 from kbgit.backends import BACKENDS
 from kbgit.embeddings import load_embedder
 
 HERE = Path(__file__).resolve().parent
-RELNOTES = Path("/usr/share/doc/git/RelNotes")
 KBGIT = str(Path(sys.executable).with_name("kbgit"))
-
-
-def copy_relnotes(docs: Path) -> Path:
-    """Copy git's release notes (regular files only) into ``docs``/RelNotes; return ``docs``."""
-    if not RELNOTES.is_dir():
-        subprocess.run(["apt-get", "install", "-y", "-q", "git"], check=True)
-    dst = docs / "RelNotes"
-    dst.mkdir(parents=True, exist_ok=True)
-    for src in RELNOTES.glob("*.txt"):
-        if src.is_file() and not src.is_symlink():
-            shutil.copyfile(src, dst / src.name)
-    return docs
 
 
 def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -139,7 +127,8 @@ def main() -> None:
         args.backends, args.rounds = "torch,openvino-int8", 1
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="kbgit-bench-backends-")
     if args.corpus is None:
-        args.corpus = copy_relnotes(Path(args.workdir) / "corpus")
+        args.corpus = Path(args.workdir) / "corpus"
+        fetch_git(args.corpus)  # git's release notes, as the retrieval eval uses them
     cache = str(Path(args.workdir) / "exports")
     env = {**os.environ, "KBGIT_MODEL_CACHE": cache}
     rng = np.random.default_rng(0)
