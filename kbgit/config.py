@@ -48,19 +48,6 @@ ANN_CODECS = ("sq8", "flat")
 DEFAULT_ANN_CODEC = "sq8"
 
 
-def default_backend(model: str) -> str:
-    """Return the backend a new store of ``model`` runs when kb.toml names none.
-
-    The default backend was measured on the bundled model only: any other model runs
-    PyTorch fp32 until its own settings say otherwise.
-    """
-    return (
-        DEFAULT_BACKEND
-        if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
-        else "torch"
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class StoreConfig:
     """Settings of one working store (``kb.toml`` beside its ``.git``).
@@ -72,8 +59,8 @@ class StoreConfig:
 
     model: str = DEFAULT_MODEL
     #: how the model runs; recorded in the ledger's model id, so a change re-embeds.
-    #: Empty: the backend HEAD's ledger records (default_backend() for a new store), so a
-    #: new default in a later release never re-embeds an existing store
+    #: Empty: the backend HEAD's ledger records (embeddings.default_backend() for a new
+    #: store), so a new default in a later release never re-embeds an existing store
     backend: str = ""
     chunk_size: int = DEFAULT_CHUNK_SIZE
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP

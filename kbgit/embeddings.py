@@ -198,6 +198,17 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
+def default_backend(model: str) -> str:
+    """Return the backend a new store of ``model`` runs when kb.toml names none.
+
+    The default backend was measured on the bundled model only: any other model runs
+    PyTorch fp32 until its own settings say otherwise.
+    """
+    from .config import DEFAULT_BACKEND
+
+    return DEFAULT_BACKEND if model in (BUNDLED_MODEL, BUNDLED_MODEL_ID) else TORCH
+
+
 def load_embedder(
     model: str,
     *,

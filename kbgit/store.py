@@ -18,8 +18,8 @@ from pathlib import Path
 import filelock
 
 from .backends import split_model_id
-from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig, default_backend
-from .embeddings import FAKE_PREFIX, Embedder, load_embedder
+from .config import CONFIG_NAME, HUB_REMOTE, StoreConfig
+from .embeddings import FAKE_PREFIX, Embedder, default_backend, load_embedder
 from .errors import ConfigError, EvalError, GitError, HubMovedError, KbgitError, QueryError
 from .format.ann import AnnSettings
 from .format.anncache import AnnCache
