@@ -78,8 +78,8 @@ def hub_create(path: Path, branch: str) -> None:
     "--backend",
     type=click.Choice(BACKENDS),
     default=None,
-    help=f"How the model runs; default {DEFAULT_BACKEND} (exports are built locally and "
-    "cached; see README).",
+    help="How the model runs. Default: the backend the hub's history records; for a new "
+    f"store {DEFAULT_BACKEND} with {DEFAULT_MODEL}, torch with any other model.",
 )
 def init(
     store: Path, hub_url: str, model: str, chunk_size: int, chunk_overlap: int, backend: str | None
