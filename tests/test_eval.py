@@ -14,8 +14,9 @@ from kbgit.errors import EvalError, HubMovedError
 from kbgit.format.trailers import Trailers
 from kbgit.gitrepo import GitRepo
 from kbgit.hub import hooks as hub_hooks
-from kbgit.retrieval.evals import parse_eval_set
+from kbgit.retrieval.evals import MAX_EVAL_BYTES, commit_questions, parse_eval_set
 
+from . import hostile
 from .conftest import write_docs
 
 DOCS = {
@@ -232,3 +233,47 @@ def test_the_gate_scores_both_commits_with_the_pushed_eval_set(
     assert code != 0
     assert "4 questions" in err and "q1" in err and "0.750" in err and "0.500" in err
     assert GitRepo(hub).rev_parse("main") == head
+
+
+def _commit_evals(store: KnowledgeStore, files: dict[str, bytes]) -> str:
+    """Commit eval files with plain git, as a pusher would; return the commit."""
+    for name, data in files.items():
+        path = store.root / "evals" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    hostile.git(store.root, "add", "evals")
+    hostile.git(store.root, "commit", "-q", "-m", "eval set")
+    return store.repo.head() or ""
+
+
+def test_a_deeply_nested_eval_line_is_refused_as_not_json() -> None:
+    # json.loads raises RecursionError (not ValueError) past ~1,000 levels
+    with pytest.raises(EvalError, match=r"e.jsonl:2: not JSON"):
+        parse_eval_set(jsonl(QUESTIONS[:1]).encode() + b"[" * 100_000, label="e.jsonl")
+
+
+def test_a_hostile_eval_set_is_refused_by_the_gate_without_a_traceback(
+    store: KnowledgeStore, hub: Path, tmp_path, evalfile
+) -> None:
+    _gate(hub)
+    store.ingest(write_docs(tmp_path / "d", DOCS))
+    store.save_eval_set("docs", evalfile.read_bytes())
+    good = store.repo.head()
+    _commit_evals(store, {"docs.jsonl": b"[" * 200_000 + b"\n"})
+    code, err = _push(store)
+    assert code != 0 and "Traceback" not in err
+    assert "eval gate could not run" in err and "evals/docs.jsonl:1: not JSON" in err
+    assert GitRepo(hub).rev_parse("main") == good
+    code, out = run("eval", store.root)
+    assert code != 0 and "not JSON" in out and "Traceback" not in out
+
+
+def test_an_eval_set_over_the_size_limit_is_never_read(store: KnowledgeStore, tmp_path) -> None:
+    store.ingest(write_docs(tmp_path / "d", DOCS))
+    line = jsonl(QUESTIONS[:1]).encode()
+    big = line * (MAX_EVAL_BYTES // len(line) + 1)
+    commit = _commit_evals(store, {"big.jsonl": big})
+    with pytest.raises(EvalError, match=r"evals/big.jsonl: \d+ bytes, over the limit"):
+        commit_questions(store.repo, commit)
+    with pytest.raises(EvalError, match="over the limit"):
+        parse_eval_set(big, label="big.jsonl")

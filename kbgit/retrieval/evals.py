@@ -30,6 +30,8 @@ from .search import search
 
 MRR_DEPTH = 10
 MAX_QUESTIONS = 10_000
+#: largest eval set read (a pusher decides its size; 10,000 questions fit in far less)
+MAX_EVAL_BYTES = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Question:
 
 def parse_eval_set(data: bytes, *, label: str) -> list[Question]:
     """Parse and check a JSONL eval set; raise EvalError naming the bad line."""
+    _check_size(label, len(data))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -52,11 +55,11 @@ def parse_eval_set(data: bytes, *, label: str) -> list[Question]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        if len(out) == MAX_QUESTIONS:
+            raise EvalError(f"{label}: more than {MAX_QUESTIONS} questions")
         out.append(_question(line, f"{label}:{lineno}", len(out) + 1))
     if not out:
         raise EvalError(f"{label}: no questions")
-    if len(out) > MAX_QUESTIONS:
-        raise EvalError(f"{label}: more than {MAX_QUESTIONS} questions")
     ids = [q.id for q in out]
     if len(set(ids)) != len(ids):
         raise EvalError(f"{label}: duplicate question id")
@@ -66,7 +69,7 @@ def parse_eval_set(data: bytes, *, label: str) -> list[Question]:
 def _question(line: str, where: str, n: int) -> Question:
     try:
         obj = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past ~1,000 levels
         raise EvalError(f"{where}: not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise EvalError(f"{where}: expected an object with question and answers")
@@ -189,10 +192,23 @@ def eval_paths(tree: Iterable[str]) -> list[str]:
 
 def commit_questions(repo: GitRepo, commit: str) -> list[Question]:
     """Return the questions of every eval set committed under ``evals/`` (may be none)."""
+    tree = repo.ls_tree(commit, [EVALS_DIR])
+    paths = eval_paths(tree)
+    sizes = repo.blob_sizes(tree[p] for p in paths)
+    # before anything is read: a pusher chose the sizes (the limit holds for all sets together)
+    _check_size(", ".join(paths), sum(sizes[tree[p]] for p in paths))
+    data = repo.read_blobs(tree[p] for p in paths)
     out: list[Question] = []
-    for path in eval_paths(repo.ls_tree(commit)):
-        out += parse_eval_set(repo.read_file(commit, path) or b"", label=path)
+    for path in paths:
+        out += parse_eval_set(data[tree[path]], label=path)
     return out
+
+
+def _check_size(label: str, size: int) -> None:
+    if size > MAX_EVAL_BYTES:
+        raise EvalError(
+            f"{label}: {size} bytes, over the limit of {MAX_EVAL_BYTES} for an eval set"
+        )
 
 
 def served_score(
