@@ -13,6 +13,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +116,49 @@ def remove(path: str | os.PathLike[str], stop: str | os.PathLike[str]) -> None:
                 os.rmdir(parts[depth - 1], dir_fd=dfd)
         except OSError:
             break
+
+
+def cache_digest(key: str, data: bytes) -> str:
+    """Return the checksum a local cache entry is stored with: sha256 of its key and bytes.
+
+    The key is part of it, so an entry copied or renamed to another key (another
+    segment's bytes under this segment's name) fails its check instead of being served.
+    """
+    return hashlib.sha256(key.encode() + b"\0" + data).hexdigest()
+
+
+def write_cache_entry(path: Path, digest: Path, key: str, data: bytes) -> None:
+    """Write a cache entry, then its checksum file (each atomically; raises OSError)."""
+    write_atomic(path, data)
+    write_atomic(digest, cache_digest(key, data).encode())
+
+
+def read_cache_entry(path: Path, digest: Path, key: str) -> bytes | None:
+    """Return a cache entry's bytes if its checksum holds; None if it is absent.
+
+    Only regular files are read, never through a symbolic link and never blocking on a
+    FIFO. :raises ValueError: the entry is there but is not a regular file, or its
+    checksum fails (the caller deletes and rebuilds it).
+    """
+    try:
+        data = _read_regular(path)
+        want = _read_regular(digest, limit=256).decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        return None  # absent (or half there): built and written again
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
+    if cache_digest(key, data) != want:
+        raise ValueError("fails its checksum")
+    return data
+
+
+def _read_regular(path: Path, limit: int = -1) -> bytes:
+    # O_NOFOLLOW: a link is not read (ELOOP); O_NONBLOCK: opening a FIFO cannot block
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fh.read(limit)
 
 
 def prune_cache(directory: Path, suffix: str, keep: set[str], spare: int) -> int:

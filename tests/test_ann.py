@@ -19,6 +19,7 @@ from kbgit.errors import ConfigError
 from kbgit.format.ann import AnnSettings, build_index
 from kbgit.format.anncache import CACHE_SUBDIR, AnnCache
 from kbgit.format.vector_index import LiveIndex, Row, Segment
+from kbgit.fsio import cache_digest
 from kbgit.gitrepo import GitRepo
 from kbgit.retrieval.fusion import HybridOptions
 
@@ -150,7 +151,7 @@ def test_a_corrupted_cache_file_is_rebuilt_not_served(big: KnowledgeStore) -> No
     # bytes FAISS reads fine, checksum matching, but not this segment's index: refused too
     wrong = faiss.serialize_index(faiss.IndexFlatIP(64)).tobytes()
     path.write_bytes(wrong)
-    path.with_suffix(".sha256").write_text(hashlib.sha256(wrong).hexdigest())
+    path.with_suffix(".sha256").write_text(cache_digest(path.stem, wrong))
     third = KnowledgeStore(big.root, big.config)
     third.query(text, 10, options=DENSE)
     assert (third.ann.refused, third.ann.built) == (1, 1) and path.read_bytes() == good
@@ -251,3 +252,65 @@ def test_the_disk_cache_keeps_the_served_indexes_and_a_few_recent_others(tmp_pat
     again = AnnCache(AnnSettings(min_vectors=10), cache.directory)  # a restart reads it
     again.get(shas[0], x)
     assert (again.loaded, again.built) == (1, 0)
+
+
+def _run_with_deadline(fn, seconds: float = 20.0) -> None:
+    """Run ``fn`` in a daemon thread; fail if it has not returned in ``seconds``."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "the cache blocked (reading a FIFO?)"
+    if errors:
+        raise errors[0]
+
+
+def test_an_entry_of_another_segment_renamed_to_this_key_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    settings = AnnSettings(min_vectors=10, nprobe=8)
+    one, other = _clustered(600, seed=6), _clustered(600, seed=7)  # same shape
+    cache = AnnCache(settings, tmp_path / "ann")
+    cache.get("a" * 64, one)
+    src, dst = cache.paths(cache.key("a" * 64, 600)), cache.paths(cache.key("b" * 64, 600))
+    for s, d in zip(src, dst, strict=True):  # an operator's copy or a swap: both files
+        shutil.copy(s, d)
+    again = AnnCache(settings, cache.directory)
+    ann = again.get("b" * 64, other)
+    assert (again.loaded, again.refused, again.built) == (0, 1, 1)
+    found = sum(i in ann.candidates(other[i], 10, None) for i in range(50))
+    assert found >= 45  # its own index: every row finds itself
+
+
+def test_a_fifo_or_symlink_in_the_cache_is_neither_read_nor_followed(tmp_path: Path) -> None:
+    import os
+
+    settings = AnnSettings(min_vectors=10)
+    x = _clustered(600, seed=8)
+    cache = AnnCache(settings, tmp_path / "ann")
+    cache.get("a" * 64, x)
+    path, digest = cache.paths(cache.key("a" * 64, 600))
+    good = path.read_bytes()
+    outside = tmp_path / "outside.faiss"
+    outside.write_bytes(good)
+    path.unlink()
+    path.symlink_to(outside)  # right bytes, right checksum, but a link: not followed
+    again = AnnCache(settings, cache.directory)
+    _run_with_deadline(lambda: again.get("a" * 64, x))
+    assert (again.loaded, again.refused, again.built) == (0, 1, 1)
+    assert not path.is_symlink() and path.read_bytes() == good == outside.read_bytes()
+    path.unlink()
+    os.mkfifo(path)  # opening a FIFO for reading blocks until a writer comes
+    third = AnnCache(settings, cache.directory)
+    _run_with_deadline(lambda: third.get("a" * 64, x))
+    assert (third.loaded, third.refused, third.built) == (0, 1, 1)
+    assert path.is_file() and path.read_bytes() == good and digest.is_file()

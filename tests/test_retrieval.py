@@ -336,3 +336,66 @@ def test_a_long_lived_store_keeps_in_memory_only_the_terms_of_the_indexes_it_kee
     assert len(store.lexical.terms.keys()) <= KEEP_INDEXES
     keys = store.lexical.terms.keys()  # a method: the cache is not a dict
     assert {sha for sha, _ in keys} >= kept
+
+
+def _lexical_entries(store: KnowledgeStore, tmp_path: Path):
+    """A store of two segments served once (its lexical cache written); return the service."""
+    from kbgit.serving.service import KnowledgeService
+
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha beta", "b.md": "gamma delta"})
+    store.ingest(docs)
+    write_docs(docs, {"c.md": "alpha epsilon"})
+    store.ingest(docs)
+    first = KnowledgeService("t", store.root)
+    first.reload()
+    return first
+
+
+def test_a_fifo_or_symlink_in_the_lexical_cache_is_neither_read_nor_followed(
+    store, tmp_path
+) -> None:
+    import os
+    import threading
+
+    from kbgit.serving.service import KnowledgeService
+
+    first = _lexical_entries(store, tmp_path)
+    want = [(h.chunk_id, h.score) for h in first.query("alpha", 5, options=LEX).hits]
+    one, two = sorted((store.root / ".git" / "kbgit-lexical").glob("*.npz"))
+    outside = tmp_path / "outside.npz"
+    outside.write_bytes(one.read_bytes())
+    one.unlink()
+    one.symlink_to(outside)
+    two.unlink()
+    os.mkfifo(two)
+    again = KnowledgeService("t", store.root)
+    worker = threading.Thread(target=again.reload, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "reading the lexical cache blocked on a FIFO"
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (2, 0)
+    assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want
+    assert one.is_file() and not one.is_symlink() and two.is_file()
+
+
+def test_a_lexical_entry_of_the_wrong_array_types_is_rebuilt(store, tmp_path) -> None:
+    import io
+
+    from kbgit.fsio import cache_digest
+    from kbgit.serving.service import KnowledgeService
+
+    first = _lexical_entries(store, tmp_path)
+    want = [(h.chunk_id, h.score) for h in first.query("alpha", 5, options=LEX).hits]
+    for npz in (store.root / ".git" / "kbgit-lexical").glob("*.npz"):
+        with np.load(npz) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["lengths"] = arrays["lengths"].astype(str)  # sizes right, types wrong
+        arrays["indices"] = arrays["indices"].astype(np.float64)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        npz.write_bytes(buf.getvalue())  # with a checksum that holds: only the types are bad
+        npz.with_suffix(".sha256").write_text(cache_digest(npz.stem, buf.getvalue()))
+    again = KnowledgeService("t", store.root)
+    again.reload()
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (2, 0)
+    assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want

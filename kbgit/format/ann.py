@@ -35,7 +35,8 @@ from ..config import (
 )
 
 #: bump when the build changes: it is part of every cache key
-ANN_FORMAT = 1
+#: 2: the checksum file covers the key too (:func:`kbgit.fsio.cache_digest`)
+ANN_FORMAT = 2
 #: k-means seed: two machines train the same cells from the same vectors
 SEED = 1234
 #: training points per cell (FAISS warns below 39; more costs build time, not recall)

@@ -5,8 +5,9 @@ An entry is keyed by the segment's sha256 (from the verified manifest) and
 from the segment's verified vectors. On disk it is FAISS's own binary format (written by
 ``faiss.serialize_index``, never pickle) beside the sha256 of those bytes, both written
 atomically under the store's ``.git`` (never committed or replicated). An entry whose
-checksum fails, that cannot be read, or that does not match its segment is deleted and
-rebuilt, never served.
+checksum fails, that cannot be read, that is not a regular file (a symbolic link or a
+FIFO is never followed or opened for reading), or that does not match its segment is
+deleted and rebuilt, never served.
 
 >>> cache = AnnCache.for_store("./kb", AnnSettings(min_vectors=50_000))   # doctest: +SKIP
 >>> cache.for_segments(manifest, segments)   # {segment name: AnnIndex} # doctest: +SKIP
@@ -15,7 +16,6 @@ rebuilt, never served.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -25,7 +25,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ..fsio import prune_cache, write_atomic
+from ..fsio import prune_cache, read_cache_entry, write_cache_entry
 from .ann import AnnIndex, AnnSettings, build_index, nlist_for
 from .manifest import Manifest
 from .vector_index import Segment
@@ -123,22 +123,20 @@ class AnnCache:
             return None
         path, digest = self.paths(key)
         try:
-            data = path.read_bytes()
-            want = digest.read_text().strip()
-        except OSError:
-            return None  # absent (or half there): built and written again
-        problem = "fails its checksum"
-        if hashlib.sha256(data).hexdigest() == want:
-            try:
-                index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-                problem = self._mismatch(index, shape)
-            except RuntimeError as exc:  # FAISS refused the bytes
-                problem = f"is unreadable ({exc})"
-            if not problem:
-                self.loaded += 1
-                with contextlib.suppress(OSError):
-                    path.touch()  # used now: pruning keeps recently used entries
-                return index
+            data = read_cache_entry(path, digest, key)
+            if data is None:
+                return None  # absent (or half there): built and written again
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            problem = self._mismatch(index, shape)
+        except ValueError as exc:  # not a regular file, or its checksum fails
+            problem = str(exc)
+        except RuntimeError as exc:  # FAISS refused the bytes
+            problem = f"is unreadable ({exc})"
+        if not problem:
+            self.loaded += 1
+            with contextlib.suppress(OSError):
+                path.touch()  # used now: pruning keeps recently used entries
+            return index
         logger.warning("ANN cache %s %s: deleting and rebuilding", path.name, problem)
         self.refused += 1
         for p in (path, digest):
@@ -163,7 +161,6 @@ class AnnCache:
         path, digest = self.paths(key)
         try:
             self.directory.mkdir(exist_ok=True)
-            write_atomic(path, data)
-            write_atomic(digest, hashlib.sha256(data).hexdigest().encode())
+            write_cache_entry(path, digest, key, data)
         except OSError as exc:
             logger.warning("ANN cache %s not written: %s", path, exc)

@@ -1,8 +1,10 @@
 """Per-segment term matrices kept on the serving machine's disk between restarts.
 
 Derived data built locally from verified rows, stored as ``.npz`` (read with
-``allow_pickle=False``: arrays only, never code) beside a sha256 of the file. A file
-whose checksum fails, or that cannot be read, is ignored and rebuilt; the cache lives
+``allow_pickle=False``: arrays only, never code) beside a sha256 of its key and bytes
+(:func:`kbgit.fsio.cache_digest`). A file whose checksum fails, that is not a regular
+file (a link is not followed, a FIFO not opened for reading), or whose arrays are not a
+term matrix of the right types and sizes is ignored and rebuilt; the cache lives
 under the store's ``.git`` directory, which is never committed or replicated. It is
 bounded: :func:`prune` keeps the entries in use plus the :data:`DISK_SPARE` most
 recently used others (a load or a write marks an entry used), so rolling back or
@@ -12,7 +14,6 @@ restarting on a recent commit still reads rather than tokenizes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..format.vector_index import Row
-from ..fsio import prune_cache, write_atomic
+from ..fsio import prune_cache, read_cache_entry, write_cache_entry
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,17 @@ logger = logging.getLogger(__name__)
 CACHE_SUBDIR = Path(".git") / "kbgit-lexical"
 #: entries kept on disk beyond those in use, most recently used first
 DISK_SPARE = 32
-_FIELDS = ("ids", "terms", "indptr", "indices", "data", "lengths")
+#: numpy dtype kinds each array may have (U: str, i/u: integer, f: float)
+_KINDS = {"ids": "U", "terms": "U", "indptr": "iu", "indices": "iu", "data": "f", "lengths": "f"}
+_FIELDS = tuple(_KINDS)
+
+
+def _name(key: tuple[str, str]) -> str:
+    return f"{key[0]}-{key[1]}"
 
 
 def _paths(directory: Path, key: tuple[str, str]) -> tuple[Path, Path]:
-    name = f"{key[0]}-{key[1]}"
-    return directory / f"{name}.npz", directory / f"{name}.sha256"
+    return directory / f"{_name(key)}.npz", directory / f"{_name(key)}.sha256"
 
 
 def save_terms(directory: Path, key: tuple[str, str], terms: object) -> None:
@@ -57,8 +63,7 @@ def save_terms(directory: Path, key: tuple[str, str], terms: object) -> None:
         return
     try:
         directory.mkdir(exist_ok=True)
-        write_atomic(npz, data)
-        write_atomic(digest, hashlib.sha256(data).hexdigest().encode())
+        write_cache_entry(npz, digest, _name(key), data)
     except OSError as exc:
         logger.warning("lexical cache %s not written: %s", npz, exc)
 
@@ -67,29 +72,33 @@ def load_arrays(directory: Path, key: tuple[str, str]) -> dict[str, np.ndarray] 
     """Return the cached arrays of ``key`` if present and their checksum holds."""
     npz, digest = _paths(directory, key)
     try:
-        data = npz.read_bytes()
-        want = digest.read_text().strip()
-    except OSError:
-        return None
-    if hashlib.sha256(data).hexdigest() != want:
-        logger.warning("lexical cache %s fails its checksum: rebuilding", npz)
-        return None
-    try:
+        data = read_cache_entry(npz, digest, _name(key))
+        if data is None:
+            return None
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {f: z[f] for f in _FIELDS}
-        n, v = len(arrays["ids"]), len(arrays["terms"])
-        ok = len(arrays["indptr"]) == v + 1 and len(arrays["lengths"]) == n
-        ptr, idx = arrays["indptr"], arrays["indices"]
-        if not ok or len(idx) != len(arrays["data"]) or (ptr[-1] if v else 0) != len(idx):
-            raise ValueError("inconsistent array sizes")
-        if len(idx) and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError("row number out of range")
+        _check(arrays)
     except (OSError, ValueError, KeyError) as exc:
         logger.warning("lexical cache %s unreadable (%s): rebuilding", npz, exc)
         return None
     with contextlib.suppress(OSError):
         os.utime(npz)  # used now: prune keeps recently used entries
     return arrays
+
+
+def _check(arrays: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless the arrays form a term matrix (types, sizes, ranges)."""
+    for field, kinds in _KINDS.items():
+        if arrays[field].ndim != 1 or arrays[field].dtype.kind not in kinds:
+            raise ValueError(f"{field} is {arrays[field].dtype} of {arrays[field].ndim} dims")
+    n, v = len(arrays["ids"]), len(arrays["terms"])
+    ptr, idx = arrays["indptr"], arrays["indices"]
+    if len(ptr) != v + 1 or len(arrays["lengths"]) != n or len(idx) != len(arrays["data"]):
+        raise ValueError("inconsistent array sizes")
+    if ptr[0] != 0 or ptr[-1] != len(idx) or (np.diff(ptr) < 0).any():
+        raise ValueError("term offsets out of order")
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError("row number out of range")
 
 
 def prune(directory: Path, keep: set[tuple[str, str]], spare: int = DISK_SPARE) -> int:
