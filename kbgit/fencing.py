@@ -39,6 +39,8 @@ WRITER_REF = "refs/kbgit/writer"
 #: git config key of this store's writer id (made once, kept across restarts)
 ID_KEY = "kbgit.writerid"
 ZERO = "0" * 40
+#: writer records one push may add (a promotion adds one; an offline one is replaced)
+MAX_NEW_RECORDS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +248,47 @@ def _lost(repo: GitRepo, remote: str) -> bool:
         return False
 
 
+def update_problem(repo: GitRepo, old: str | None, new: str | None) -> str | None:
+    """Say why the hub refuses to move its writer record from ``old`` to ``new`` (None: not).
+
+    Only forward, one record per promotion: each new commit has an empty tree, names a
+    writer and an epoch, and has one parent, the record before it, with the epoch before
+    it (the first record: no parent, any epoch from 1). Every store reads this ref before
+    it writes or promotes: a record it could not parse stopped both until someone with a
+    shell on the hub moved the ref back.
+    """
+    if new is None:
+        return "deleting the writer record is refused"
+    if old is not None and not repo.is_ancestor(old, new):
+        return f"the writer record only moves forward ({old[:12]} is not an ancestor)"
+    spec = [new, "--not", old] if old else [new]
+    lines = repo.run("rev-list", "--reverse", "--topo-order", "--parents", *spec).splitlines()
+    if len(lines) > MAX_NEW_RECORDS:
+        return f"{len(lines)} new writer records in one push (at most {MAX_NEW_RECORDS})"
+    for line in lines:
+        commit, *parents = line.split()
+        problem = _record_problem(repo, commit, parents)
+        if problem:
+            return f"{commit[:12]}: {problem}"
+    return None
+
+
+def _record_problem(repo: GitRepo, commit: str, parents: list[str]) -> str | None:
+    if repo.run("rev-parse", f"{commit}^{{tree}}") != EMPTY_TREE:
+        return "not an empty tree: a writer record holds no files"
+    if len(parents) > 1:
+        return "more than one parent: a writer record follows the one before it"
+    try:
+        record = read_record(repo, commit)
+        previous = read_record(repo, parents[0]).epoch if parents else 0  # type: ignore[union-attr]
+    except GitError as exc:
+        return str(exc)
+    assert record is not None
+    if not record.writer or (parents and record.epoch != previous + 1) or record.epoch < 1:
+        return f"epoch {record.epoch} after epoch {previous}: each record takes the next one"
+    return None
+
+
 def release(repo: GitRepo) -> None:
     """Forget this store's claim (rejoin: it becomes a standby)."""
     repo.run_bytes("update-ref", "-d", WRITER_REF, check=False)
@@ -261,5 +304,6 @@ __all__ = [
     "push_branch",
     "read_record",
     "release",
+    "update_problem",
     "writer_id",
 ]

@@ -180,3 +180,14 @@ def push(repo: Path, remote: str = "origin", branch: str = "main") -> tuple[int,
         check=False,
     )
     return proc.returncode, proc.stderr.decode()
+
+
+def push_ref(repo: Path, src: str, ref: str, remote: str = "origin") -> tuple[int, str]:
+    """Push ``src`` (a commit id) to any ``ref`` with plain git; return (exit code, stderr)."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "push", remote, f"{src}:{ref}"],
+        capture_output=True,
+        env={**os.environ, **_ENV},
+        check=False,
+    )
+    return proc.returncode, proc.stderr.decode()

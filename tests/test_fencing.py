@@ -11,11 +11,13 @@ from kbgit import KnowledgeStore
 from kbgit.errors import FencedError, NotReadyError
 from kbgit.fencing import WRITER_REF, check, claim, read_record, writer_id
 from kbgit.gitrepo import GitRepo
+from kbgit.hub import hooks as hub_hooks
 from kbgit.serving.failover import promote, rejoin
 from kbgit.serving.follower import Follower
 from kbgit.serving.service import KnowledgeService
 from server import create_app
 
+from . import hostile
 from .conftest import write_docs
 from .test_promote import _replica
 
@@ -164,3 +166,69 @@ def create_app_client(service: KnowledgeService, follower: Follower):
     registry = ServiceRegistry()
     registry.add(service)
     return create_app(registry, followers={service.name: follower}).test_client()
+
+
+def _forge_record(clone: Path, parent: str | None, message: str, tree: str | None = None) -> str:
+    """Write a writer-record commit with plain git, as a pusher could."""
+    empty = hostile.git(clone, "hash-object", "-t", "tree", "-w", "/dev/null")
+    args = ["commit-tree", tree or empty, *(["-p", parent] if parent else []), "-m", message]
+    return hostile.git(clone, *args)
+
+
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [
+        ("junk\n\nnot a record at all", "not a kbgit writer record"),
+        ("x\n\nKbgit-Writer: eve\nKbgit-Epoch: 1\n", "epoch 1 after epoch 1"),  # not forward
+        ("x\n\nKbgit-Writer: eve\nKbgit-Epoch: abc\n", "not a kbgit writer record"),
+    ],
+)
+def test_the_hub_refuses_a_writer_record_that_is_not_the_next_epoch(
+    tmp_path, hub, store: KnowledgeStore, docs, message: str, why: str
+) -> None:
+    hub_hooks.install(hub)
+    store.ingest(docs)
+    before = _hub_record(hub)
+    clone = hostile.attacker(hub, tmp_path / "eve")
+    hostile.git(clone, "fetch", "-q", "origin", f"{WRITER_REF}:{WRITER_REF}")
+    bad = _forge_record(clone, before.commit, message)
+    code, err = hostile.push_ref(clone, bad, WRITER_REF)
+    assert code != 0 and why in err and "Traceback" not in err
+    assert _hub_record(hub) == before
+    write_docs(docs, {"after.md": "the writer still writes"})
+    assert store.ingest(docs).pushed  # and a promotion still works
+    _replica(tmp_path, hub)
+    assert promote(tmp_path / "replica").epoch == before.epoch + 1
+
+
+def test_the_hub_refuses_other_refs_under_refs_kbgit(tmp_path, hub, store, docs) -> None:
+    # every store fetches refs/kbgit/*: anything a pusher put there reached every replica
+    hub_hooks.install(hub)
+    store.ingest(docs)
+    clone = hostile.attacker(hub, tmp_path / "eve")
+    junk = hostile.blob(clone, b"x" * 100_000)
+    tree = hostile.git(clone, "mktree", input=f"100644 blob {junk}\tjunk\n".encode())
+    commit = _forge_record(clone, None, "junk", tree)
+    code, err = hostile.push_ref(clone, commit, "refs/kbgit/junk")
+    assert code != 0 and "refs/kbgit/junk" in err
+    assert GitRepo(hub).rev_parse("refs/kbgit/junk") is None
+    # a record with files in its tree is refused too
+    hostile.git(clone, "fetch", "-q", "origin", f"{WRITER_REF}:{WRITER_REF}")
+    parent = _hub_record(hub).commit
+    msg = "x\n\nKbgit-Writer: eve\nKbgit-Epoch: 2\n"
+    code, err = hostile.push_ref(clone, _forge_record(clone, parent, msg, tree), WRITER_REF)
+    assert code != 0 and "empty tree" in err
+
+
+def test_a_promotion_by_plain_git_with_the_next_epoch_is_accepted(
+    tmp_path, hub, store, docs
+) -> None:
+    hub_hooks.install(hub)
+    store.ingest(docs)
+    before = _hub_record(hub)
+    clone = hostile.attacker(hub, tmp_path / "eve")
+    msg = f"x\n\nKbgit-Writer: eve\nKbgit-Epoch: {before.epoch + 1}\n"
+    code, err = hostile.push_ref(clone, _forge_record(clone, before.commit, msg), WRITER_REF)
+    assert code == 0, err  # what `kbgit promote` pushes: the hub cannot tell them apart
+    with pytest.raises(FencedError):
+        store.ingest(docs)

@@ -187,6 +187,9 @@ def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
     """Return one refusal message per bad update (empty: accept the push)."""
     refusals: list[str] = []
     for up in updates:
+        if up.ref.startswith("refs/kbgit/"):
+            refusals.extend(_writer_refusal(repo, up))
+            continue
         if not up.ref.startswith("refs/heads/"):
             continue
         if up.new == ZERO:
@@ -206,6 +209,23 @@ def pre_receive(repo: GitRepo, updates: Sequence[RefUpdate]) -> list[str]:
             bad = [gate] if gate else []
         refusals.extend(bad)
     return refusals
+
+
+def _writer_refusal(repo: GitRepo, up: RefUpdate) -> list[str]:
+    """Refuse a refs/kbgit/* update other than the next writer record (every store fetches
+    refs/kbgit/*, and reads refs/kbgit/writer before it writes or promotes)."""
+    from ..errors import GitError
+    from ..fencing import WRITER_REF, update_problem
+
+    if up.ref != WRITER_REF:
+        return [f"{up.ref}: only {WRITER_REF} is accepted under refs/kbgit/"]
+    try:
+        problem = update_problem(
+            repo, None if up.old == ZERO else up.old, None if up.new == ZERO else up.new
+        )
+    except GitError as exc:
+        problem = f"cannot read it: {exc}"
+    return [f"{up.ref}: {problem}. Nothing was changed on the hub"] if problem else []
 
 
 def hub_limits(repo: GitRepo) -> Limits:
