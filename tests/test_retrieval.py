@@ -399,3 +399,37 @@ def test_a_lexical_entry_of_the_wrong_array_types_is_rebuilt(store, tmp_path) ->
     again.reload()
     assert (again.lexical.terms.built, again.lexical.terms.loaded) == (2, 0)
     assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want
+
+
+class _Boom:
+    """Unpickling this creates a file: proof that a cache entry ran code."""
+
+    marker: Path
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_lexical_entry_holding_pickled_objects_is_never_unpickled(store, tmp_path) -> None:
+    import io
+
+    from kbgit.fsio import cache_digest
+    from kbgit.serving.service import KnowledgeService
+
+    first = _lexical_entries(store, tmp_path)
+    want = [(h.chunk_id, h.score) for h in first.query("alpha", 5, options=LEX).hits]
+    boom = _Boom()
+    boom.marker = tmp_path / "ran"
+    for npz in (store.root / ".git" / "kbgit-lexical").glob("*.npz"):
+        with np.load(npz) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["ids"] = np.array([boom] * len(arrays["ids"]), dtype=object)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # numpy pickles object arrays
+        npz.write_bytes(buf.getvalue())
+        npz.with_suffix(".sha256").write_text(cache_digest(npz.stem, buf.getvalue()))
+    again = KnowledgeService("t", store.root)
+    again.reload()
+    assert not boom.marker.exists()
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (2, 0)
+    assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want
