@@ -314,3 +314,25 @@ def test_a_fifo_or_symlink_in_the_cache_is_neither_read_nor_followed(tmp_path: P
     _run_with_deadline(lambda: third.get("a" * 64, x))
     assert (third.loaded, third.refused, third.built) == (0, 1, 1)
     assert path.is_file() and path.read_bytes() == good and digest.is_file()
+
+
+def test_an_entry_whose_row_numbers_are_not_the_segments_is_refused(tmp_path: Path) -> None:
+    # shape, cells and checksum right, but ids past the segment: every query raised IndexError
+    x = _clustered(600, seed=9)
+    nlist = AnnCache(AnnSettings(min_vectors=10), None).get("a" * 64, x).index.nlist
+    forged = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(32), 32, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    forged.train(x)
+    forged.add_with_ids(x, np.arange(600, dtype=np.int64) + 10**12)
+    cache = AnnCache(AnnSettings(min_vectors=10), tmp_path / "ann")
+    cache.directory.mkdir()
+    key = cache.key("a" * 64, 600)
+    path, digest = cache.paths(key)
+    data = faiss.serialize_index(forged).tobytes()
+    path.write_bytes(data)
+    digest.write_text(cache_digest(key, data))
+    seg = _segment(x)
+    live = LiveIndex([seg], {}, 32, {seg.name: cache.get("a" * 64, x)})
+    assert (cache.loaded, cache.refused, cache.built) == (0, 1, 1)
+    assert _ids(live, x[3], 5)[0] == "r3"

@@ -151,6 +151,8 @@ class AnnCache:
             return f"is a {type(index).__name__}, not a {want.__name__}"
         if (index.ntotal, index.d, index.nlist) != (shape[0], shape[1], nlist_for(shape[0])):
             return f"holds {index.ntotal}x{index.d} in {index.nlist} lists, segment {shape}"
+        if not _rows_once(index):
+            return "does not hold each row number of the segment once"
         return ""
 
     def _save(self, key: str, index: faiss.IndexIVF) -> None:
@@ -164,3 +166,20 @@ class AnnCache:
             write_cache_entry(path, digest, key, data)
         except OSError as exc:
             logger.warning("ANN cache %s not written: %s", path, exc)
+
+
+def _rows_once(index: faiss.IndexIVF) -> bool:
+    """Tell whether the lists hold the ids 0..ntotal-1, each once (as ``add`` numbers them).
+
+    An id past the segment would index its vectors out of range on every query.
+    """
+    lists, n = index.invlists, int(index.ntotal)
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+        for i in range(index.nlist)
+        if lists.list_size(i)
+    ]
+    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if len(ids) != n or (n and (ids.min() < 0 or ids.max() >= n)):
+        return False
+    return bool(np.bincount(ids, minlength=n).max(initial=1) == 1) if n else True
