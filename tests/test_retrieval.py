@@ -433,3 +433,35 @@ def test_a_lexical_entry_holding_pickled_objects_is_never_unpickled(store, tmp_p
     assert not boom.marker.exists()
     assert (again.lexical.terms.built, again.lexical.terms.loaded) == (2, 0)
     assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want
+
+
+def test_a_lexical_entry_naming_a_chunk_twice_is_rebuilt(store, tmp_path) -> None:
+    # a chunk twice in ids counted twice in document frequency and came back as two hits
+    import io
+
+    from kbgit.fsio import cache_digest
+    from kbgit.serving.service import KnowledgeService
+
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha beta", "b.md": "gamma delta"})
+    store.ingest(docs)
+    KnowledgeService("t", store.root).reload()  # the matrix of a and b is cached
+    (docs / "b.md").unlink()
+    write_docs(docs, {"c.md": "alpha epsilon"})
+    store.ingest(docs)  # b's row is dead: ids (a, a) still cover the live rows
+    first = KnowledgeService("t", store.root)
+    first.reload()
+    want = [(h.chunk_id, h.score) for h in first.query("alpha", 5, options=LEX).hits]
+    for npz in (store.root / ".git" / "kbgit-lexical").glob("*.npz"):
+        with np.load(npz) as z:
+            arrays = {k: z[k] for k in z.files}
+        if len(arrays["ids"]) < 2:
+            continue
+        arrays["ids"] = np.array([arrays["ids"][0]] * len(arrays["ids"]))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        npz.write_bytes(buf.getvalue())
+        npz.with_suffix(".sha256").write_text(cache_digest(npz.stem, buf.getvalue()))
+    again = KnowledgeService("t", store.root)
+    again.reload()
+    assert (again.lexical.terms.built, again.lexical.terms.loaded) == (1, 1)
+    assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want

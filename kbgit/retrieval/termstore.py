@@ -99,6 +99,8 @@ def _check(arrays: dict[str, np.ndarray]) -> None:
         raise ValueError("term offsets out of order")
     if len(idx) and (idx.min() < 0 or idx.max() >= n):
         raise ValueError("row number out of range")
+    if len(np.unique(arrays["ids"])) != n:
+        raise ValueError("a chunk id appears twice")
 
 
 def prune(directory: Path, keep: set[tuple[str, str]], spare: int = DISK_SPARE) -> int:
