@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,37 @@ def test_an_eval_set_over_the_size_limit_is_never_read(store: KnowledgeStore, tm
         commit_questions(store.repo, commit)
     with pytest.raises(EvalError, match="over the limit"):
         parse_eval_set(big, label="big.jsonl")
+
+
+def test_a_server_scores_served_eval_sets_in_one_thread_and_ends_on_the_newest(
+    store: KnowledgeStore, tmp_path
+) -> None:
+    # each served commit started its own scorer: a large eval set (every question embedded)
+    # and commits arriving faster than it is scored stacked threads without bound
+    import threading
+
+    from kbgit.serving.service import KnowledgeService
+
+    docs = write_docs(tmp_path / "d", DOCS)
+    store.ingest(docs)
+    many = [
+        {"id": f"q{i}", "question": f"max_tasks_per_child {i}", "answers": ["pool.md"]}
+        for i in range(3000)
+    ]
+    store.save_eval_set("docs", jsonl(many).encode())
+    commits = []
+    for i in range(4):
+        write_docs(docs, {f"n{i}.md": f"note {i}"})
+        commits.append(store.ingest(docs).commit)
+    svc = KnowledgeService("t", store.root)
+    peak = 0
+    for commit in commits:
+        svc.reload(commit)
+        peak = max(peak, sum(t.name == "kbgit-eval" for t in threading.enumerate()))
+    deadline = time.monotonic() + 120
+    while any(t.name == "kbgit-eval" for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert peak == 1
+    assert svc.eval_score is not None and svc.eval_score[0] == commits[-1]
+    assert svc.eval_score[1].questions == 3000

@@ -240,6 +240,10 @@ class KnowledgeService:
         self.options = HybridOptions()
         #: (commit, score) of the last served commit's own evals/ (None: it has none)
         self.eval_score: tuple[str, Score] | None = None
+        #: the one scorer thread, and the newest served commit it has yet to score
+        self._eval_thread: threading.Thread | None = None
+        self._eval_next: Loaded | None = None
+        self._eval_lock = threading.Lock()
         self.embedders = embedders or EmbedderPool()
         self.sync = SyncState(role=role, upstream=upstream)
         #: a server process sets this: freeze served snapshots out of the cyclic GC
@@ -349,24 +353,46 @@ class KnowledgeService:
             )
 
     def _score_evals(self, loaded: Loaded) -> None:
-        """Score the served commit's own eval sets in the background (for /metrics)."""
-        snap = loaded.snapshot
+        """Score the served commit's own eval sets in the background (for /metrics).
 
-        def run() -> None:
-            try:
-                score = served_score(
-                    self.repo,
-                    snap,
-                    self.options,
-                    embed=lambda t: loaded.embedder.embed([t])[0],
-                    lexical=lambda: loaded.lexical or self.lexical.get(snap),
+        One scorer thread per service: commits served while it runs are folded into one
+        more round, for the newest (an eval set embeds every question; a thread per
+        commit stacked up when commits came faster than that).
+        """
+        with self._eval_lock:
+            self._eval_next = loaded
+            if self._eval_thread is None:
+                self._eval_thread = threading.Thread(
+                    target=self._eval_rounds, name="kbgit-eval", daemon=True
                 )
-            except KbgitError as exc:
-                logger.warning("%s: eval of %s failed: %s", self.name, snap.commit[:12], exc)
-                return
-            self.eval_score = (snap.commit, score) if score else None
+                self._eval_thread.start()
 
-        threading.Thread(target=run, name="kbgit-eval", daemon=True).start()
+    def _eval_rounds(self) -> None:
+        while True:
+            with self._eval_lock:
+                loaded, self._eval_next = self._eval_next, None
+                if loaded is None:
+                    self._eval_thread = None
+                    return
+            try:
+                self._eval_once(loaded)
+            except Exception:  # noqa: BLE001 - a bug must not end scoring for good
+                logger.exception("%s: eval of %s failed", self.name, loaded.snapshot.commit[:12])
+
+    def _eval_once(self, loaded: Loaded) -> None:
+        snap = loaded.snapshot
+        try:
+            score = served_score(
+                self.repo,
+                snap,
+                self.options,
+                embed=lambda t: loaded.embedder.embed([t])[0],
+                lexical=lambda: loaded.lexical or self.lexical.get(snap),
+            )
+        except KbgitError as exc:
+            logger.warning("%s: eval of %s failed: %s", self.name, snap.commit[:12], exc)
+            return
+        self.eval_score = (snap.commit, score) if score else None
 
     def reload(self, rev: str = "HEAD") -> Snapshot:
         """Verify and swap in ``rev``; on failure keep serving and raise the error."""
