@@ -173,17 +173,11 @@ def add_doc(path: str, content: bytes) -> Edit:
 
 def push(repo: Path, remote: str = "origin", branch: str = "main") -> tuple[int, str]:
     """Push HEAD with plain git; return (exit code, stderr)."""
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "push", remote, f"HEAD:refs/heads/{branch}"],
-        capture_output=True,
-        env={**os.environ, **_ENV},
-        check=False,
-    )
-    return proc.returncode, proc.stderr.decode()
+    return push_ref(repo, "HEAD", f"refs/heads/{branch}", remote)
 
 
 def push_ref(repo: Path, src: str, ref: str, remote: str = "origin") -> tuple[int, str]:
-    """Push ``src`` (a commit id) to any ``ref`` with plain git; return (exit code, stderr)."""
+    """Push ``src`` (a commit id or HEAD) to any ``ref`` with plain git; return (exit code, stderr)."""
     proc = subprocess.run(
         ["git", "-C", str(repo), "push", remote, f"{src}:{ref}"],
         capture_output=True,

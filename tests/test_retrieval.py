@@ -224,7 +224,8 @@ def test_a_new_segment_is_the_only_lexical_work_of_a_swap(store, tmp_path) -> No
     assert svc.query("topic 0", 10, options=LEX).hits[0].source != "f0.md"
 
 
-def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_path) -> None:
+def _lexical_entries(store: KnowledgeStore, tmp_path: Path):
+    """A store of two segments served once (its lexical cache written); return the service."""
     from kbgit.serving.service import KnowledgeService
 
     docs = write_docs(tmp_path / "d", {"a.md": "alpha beta", "b.md": "gamma delta"})
@@ -233,6 +234,13 @@ def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_pa
     store.ingest(docs)
     first = KnowledgeService("t", store.root)
     first.reload()
+    return first
+
+
+def test_a_restart_reads_term_matrices_from_the_checked_disk_cache(store, tmp_path) -> None:
+    from kbgit.serving.service import KnowledgeService
+
+    first = _lexical_entries(store, tmp_path)
     want = [(h.chunk_id, h.score) for h in first.query("alpha", 5, options=LEX).hits]
     assert first.lexical.terms.built == 2
     again = KnowledgeService("t", store.root)  # a restart: nothing tokenized again
@@ -336,19 +344,6 @@ def test_a_long_lived_store_keeps_in_memory_only_the_terms_of_the_indexes_it_kee
     assert len(store.lexical.terms.keys()) <= KEEP_INDEXES
     keys = store.lexical.terms.keys()  # a method: the cache is not a dict
     assert {sha for sha, _ in keys} >= kept
-
-
-def _lexical_entries(store: KnowledgeStore, tmp_path: Path):
-    """A store of two segments served once (its lexical cache written); return the service."""
-    from kbgit.serving.service import KnowledgeService
-
-    docs = write_docs(tmp_path / "d", {"a.md": "alpha beta", "b.md": "gamma delta"})
-    store.ingest(docs)
-    write_docs(docs, {"c.md": "alpha epsilon"})
-    store.ingest(docs)
-    first = KnowledgeService("t", store.root)
-    first.reload()
-    return first
 
 
 def test_a_fifo_or_symlink_in_the_lexical_cache_is_neither_read_nor_followed(
