@@ -88,6 +88,10 @@ def test_refusals_and_ignored_events() -> None:
     assert _decide(no_id, body).status == 401
     assert _decide({"Content-Type": "application/json"}, body).status == 400
     assert _decide(github(b"not json"), b"not json").status == 400
+    nested = b"[" * 60_000  # under max_body; json.loads raised RecursionError: a 500
+    assert _decide(github(nested), nested).status == 400
+    deep = json.dumps({"ref": "refs/heads/main", "after": AFTER, "x": [[[[]]]] * 1}).encode()
+    assert _decide(github(deep), deep).status == 202
     other = _body("refs/heads/dev")
     assert _decide(github(other), other).status == 204
     assert _decide(github(body, event="ping"), body).status == 204

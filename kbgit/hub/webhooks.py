@@ -23,9 +23,11 @@ import collections
 import dataclasses
 import hashlib
 import hmac
-import json
 import threading
 from collections.abc import Mapping
+
+from ..errors import FormatError
+from ..format.jsonio import loads
 
 #: delivery ids remembered to refuse replays (oldest forgotten first)
 MAX_DELIVERIES = 10_000
@@ -130,9 +132,9 @@ def decide(
     if not _is_push(host, event):
         return Decision(IGNORED, f"{event} events are ignored", host=host, delivery=delivery)
     try:
-        payload = json.loads(body)
+        payload = loads(body, "push payload")
         ref, after = payload["ref"], payload.get("after") or ""
-    except (ValueError, KeyError, TypeError):
+    except (FormatError, KeyError, TypeError, AttributeError):
         return Decision(BAD_REQUEST, "push payload is not JSON with a ref", host=host)
     if not isinstance(ref, str) or ref != f"refs/heads/{branch}":
         return Decision(

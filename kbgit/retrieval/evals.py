@@ -14,14 +14,14 @@ the first 10 hits (MRR@10).
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..errors import EvalError
+from ..errors import EvalError, FormatError
 from ..format.checks import EVALS_DIR
+from ..format.jsonio import loads
 from ..format.snapshot import Snapshot
 from ..gitrepo import GitRepo
 from .fusion import HybridOptions
@@ -68,8 +68,8 @@ def parse_eval_set(data: bytes, *, label: str) -> list[Question]:
 
 def _question(line: str, where: str, n: int) -> Question:
     try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested past ~1,000 levels
+        obj = loads(line, "line")
+    except FormatError as exc:  # not JSON, or nested too deep (never a RecursionError)
         raise EvalError(f"{where}: not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise EvalError(f"{where}: expected an object with question and answers")
