@@ -32,6 +32,22 @@ CHUNK_BYTES = 32 * 1024
 Info = tuple[str, str, int] | None
 
 
+def spawn(
+    path: Path, args: Sequence[str], env: Mapping[str, str], *, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    """Start ``git -C path args`` with piped stdin and stdout; GitError if git cannot run."""
+    try:
+        return subprocess.Popen(
+            ["git", "-C", str(path), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=dict(env),
+        )
+    except OSError as exc:
+        raise GitError(f"cannot run git: {exc}", hint="install git") from exc
+
+
 def _end(proc: subprocess.Popen[bytes]) -> None:
     for pipe in (proc.stdin, proc.stdout):
         if pipe is not None:
@@ -84,16 +100,9 @@ class ObjectReader:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._stop()
-        try:
-            proc = subprocess.Popen(
-                ["git", "-C", str(self.path), "cat-file", "--batch-command"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=dict(self._env()),
-            )
-        except OSError as exc:
-            raise GitError(f"cannot run git: {exc}", hint="install git") from exc
+        proc = spawn(
+            self.path, ["cat-file", "--batch-command"], self._env(), stderr=subprocess.DEVNULL
+        )
         self._proc, self.started = proc, self.started + 1
         self._finalizer = weakref.finalize(self, _end, proc)
         return proc

@@ -163,7 +163,8 @@ class AnnCache:
         path, digest = self.paths(key)
         try:
             self.directory.mkdir(exist_ok=True)
-            write_atomic(path, data)
-            write_atomic(digest, hashlib.sha256(data).hexdigest().encode())
+            # a checksummed cache: a file torn by a crash is rebuilt, so no fsync
+            write_atomic(path, data, durable=False)
+            write_atomic(digest, hashlib.sha256(data).hexdigest().encode(), durable=False)
         except OSError as exc:
             logger.warning("ANN cache %s not written: %s", path, exc)

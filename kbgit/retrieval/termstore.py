@@ -57,8 +57,9 @@ def save_terms(directory: Path, key: tuple[str, str], terms: object) -> None:
         return
     try:
         directory.mkdir(exist_ok=True)
-        write_atomic(npz, data)
-        write_atomic(digest, hashlib.sha256(data).hexdigest().encode())
+        # a checksummed cache: a file torn by a crash is rebuilt, so no fsync
+        write_atomic(npz, data, durable=False)
+        write_atomic(digest, hashlib.sha256(data).hexdigest().encode(), durable=False)
     except OSError as exc:
         logger.warning("lexical cache %s not written: %s", npz, exc)
 
