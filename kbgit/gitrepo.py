@@ -329,16 +329,16 @@ class GitRepo:
         else:
             self.run("remote", "set-url", name, url)
 
-    def fetch(self, remote: str, branch: str, *, maintenance: bool = True) -> str | None:
+    def fetch(self, remote: str, branch: str, *, config: Sequence[str] = ()) -> str | None:
         """Fetch ``branch`` (and the hub's writer record) from ``remote``; return the commit.
 
         Wildcard refspecs, so an empty hub is not an error; the writer record
         (``refs/kbgit/*``, see fencing.py) comes in the same round trip. No FETCH_HEAD and
-        no forced-update walk (nothing reads them); ``maintenance=False`` also skips git's
-        auto-maintenance process (a follower runs it itself, every so many updates).
+        no forced-update walk (nothing reads them). ``config``: ``key=value`` settings for
+        this fetch only (a follower's, see serving/follower.py ``FETCH_CONFIG``).
         """
         self.run(
-            *(() if maintenance else ("-c", "maintenance.auto=false")),
+            *(arg for kv in config for arg in ("-c", kv)),
             "fetch",
             "--quiet",
             "--no-tags",

@@ -44,9 +44,12 @@ FOLLOWER_LOCK = "kbgit-follower.lock"
 #: seconds between a primary's checks of the hub's writer record (one fetch each)
 WRITER_CHECK_EVERY = 5.0
 
-#: updates between two runs of ``git maintenance run --auto`` (packs loose objects); the
-#: fetch and fast-forward of each sync skip it, one git process less each per update
+#: updates between two runs of ``git maintenance run --auto`` (packs loose objects, joins
+#: packs past gc.autoPackLimit); the fetch and fast-forward of each sync skip it
 MAINTAIN_EVERY = 50
+#: a sync's fetch: no auto-maintenance process; the pack kept as received (index-pack: two
+#: files written and fsynced, instead of unpack-objects writing and fsyncing each object)
+FETCH_CONFIG = ("maintenance.auto=false", "fetch.unpackLimit=1")
 
 OK, UPDATED, REFUSED, DIVERGED, ERROR = "ok", "updated", "refused", "diverged", "error"
 
@@ -262,7 +265,7 @@ class Follower:
         st = self.service.sync
         try:
             with self._stage("fetch"):
-                upstream = self.repo.fetch(HUB_REMOTE, self.branch, maintenance=False)
+                upstream = self.repo.fetch(HUB_REMOTE, self.branch, config=FETCH_CONFIG)
         except GitError as exc:
             if not self._local_ok():
                 self._move_aside()
