@@ -309,6 +309,12 @@ class GitRepo:
             raise GitError(f"git cat-file failed: {stderr}", stderr=stderr)
         return out
 
+    def has_path(self, rev: str, path: str) -> bool:
+        """Tell whether ``rev``'s tree holds ``path`` (a file or a directory)."""
+        if self.reader is not None and _FULL_ID.fullmatch(rev):
+            return self.reader.info([f"{rev}:{path}"])[0] is not None
+        return self._exec(["cat-file", "-e", f"{rev}:{path}"]).returncode == 0
+
     def read_file(self, rev: str, path: str) -> bytes | None:
         """Return one file of ``rev``'s tree, or None if absent."""
         if self.reader is not None and _FULL_ID.fullmatch(rev):

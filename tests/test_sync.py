@@ -13,6 +13,7 @@ import pytest
 
 from kbgit import KnowledgeStore
 from kbgit.errors import GitError, NotReadyError
+from kbgit.gitrepo import GitRepo
 from kbgit.serving.follower import DIVERGED, ERROR, OK, REFUSED, UPDATED, Follower
 from kbgit.serving.service import KnowledgeService
 
@@ -311,3 +312,15 @@ def test_git_maintenance_runs_every_so_many_updates_not_in_each_fetch(
         store.ingest(docs)
         assert sync() == UPDATED
         assert maintenance_runs() == (1 if n >= 1 else 0), n  # at update 3, once
+
+
+def test_has_path_with_and_without_the_long_lived_reader(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    commit = follower.service.commit
+    for repo in (follower.repo, GitRepo(tmp_path / "replica")):  # reader, then one-shot git
+        assert repo.has_path(commit, "docs") and repo.has_path(commit, "docs/keys.md")
+        assert not repo.has_path(commit, "evals") and not repo.has_path(commit, "docs/nope.md")

@@ -190,6 +190,8 @@ def eval_paths(tree: Iterable[str]) -> list[str]:
 def commit_questions(repo: GitRepo, commit: str) -> list[Question]:
     """Return the questions of every eval set committed under ``evals/`` (may be none)."""
     out: list[Question] = []
+    if not repo.has_path(commit, EVALS_DIR):  # most commits: no git process on a server
+        return out
     for path in eval_paths(repo.ls_tree(commit, [EVALS_DIR])):  # not the whole tree: O(evals)
         out += parse_eval_set(repo.read_file(commit, path) or b"", label=path)
     return out
