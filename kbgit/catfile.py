@@ -9,13 +9,17 @@ stale answer for an id; git rescans its packs when an id is not found, so object
 after the process started are found too. Refs are never resolved here (they move).
 
 Any failure (git died, a short read) kills the process; the next request starts a new
-one, so the protocol can never be read out of step. :meth:`close` ends it; so does
+one, so the protocol can never be read out of step. A repack or gc deletes packs the
+process still has open, and their disk space is freed only when it exits: when a pack it
+has seen is gone (a stat of the pack directory per request, a listing when that
+changed), the next request starts a new process. :meth:`close` ends it; so does
 garbage collection of the owner (``weakref.finalize``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 import weakref
@@ -71,9 +75,11 @@ class ObjectReader:
         self.path, self._env = path, env
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
-        #: how many processes this reader started (1 unless one failed)
+        #: how many processes this reader started (more after a failure or a repack)
         self.started = 0
         self._finalizer: weakref.finalize | None = None
+        #: the pack directory's mtime and every pack seen in it since the process started
+        self._seen: tuple[int, frozenset[str]] = (0, frozenset())
 
     def info(self, names: Sequence[str]) -> list[Info]:
         """Return (id, type, size) of each object name, or None for a missing one."""
@@ -96,10 +102,25 @@ class ObjectReader:
         if proc is not None:
             _end(proc)
 
+    def _packs(self) -> tuple[int, frozenset[str]]:
+        # looked up each time: a replica's .git may appear after the reader was made
+        git_dir = self.path / ".git" if (self.path / ".git").is_dir() else self.path
+        pack_dir = git_dir / "objects" / "pack"
+        try:
+            mtime = os.stat(pack_dir).st_mtime_ns
+            names = os.listdir(pack_dir) if mtime != self._seen[0] else self._seen[1]
+        except OSError:
+            return 0, frozenset()
+        return mtime, frozenset(n for n in names if n.endswith(".pack"))
+
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._proc.poll() is None:
-            return self._proc
-        self._stop()
+            mtime, packs = self._packs()
+            if mtime == self._seen[0] or self._seen[1] <= packs:
+                self._seen = (mtime, self._seen[1] | packs)  # only added: git finds them
+                return self._proc
+        self._stop()  # none yet, it died, or packs it holds open were deleted
+        self._seen = self._packs()
         proc = spawn(
             self.path, ["cat-file", "--batch-command"], self._env(), stderr=subprocess.DEVNULL
         )

@@ -324,3 +324,27 @@ def test_has_path_with_and_without_the_long_lived_reader(
     for repo in (follower.repo, GitRepo(tmp_path / "replica")):  # reader, then one-shot git
         assert repo.has_path(commit, "docs") and repo.has_path(commit, "docs/keys.md")
         assert not repo.has_path(commit, "evals") and not repo.has_path(commit, "docs/nope.md")
+
+
+def test_the_reader_restarts_after_a_repack_deletes_the_packs_it_holds(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    repo, replica = follower.repo, tmp_path / "replica"
+    assert repo.reader is not None
+    (first,) = _readers_of(replica)
+    write_docs(docs, {"tern.md": "Terns hover, then plunge for sand eels."})
+    store.ingest(docs)
+    assert follower.sync_once().status == UPDATED  # a new pack: found, no restart
+    assert _readers_of(replica) == [first] and repo.reader.started == 1
+    repo.run("repack", "-adq")  # every pack replaced: the old ones are deleted
+    assert follower.service.query("terns sand eels", k=1).hits[0].source == "tern.md"
+    repo.read_blobs(repo.ls_tree(follower.service.commit, ["docs"]).values())
+    (second,) = _readers_of(replica)
+    assert second != first and repo.reader.started == 2
+    deleted = [
+        link for link in Path(f"/proc/{second}/fd").iterdir() if "(deleted)" in os.readlink(link)
+    ]
+    assert deleted == []  # the new process holds no deleted pack open
