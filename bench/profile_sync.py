@@ -70,7 +70,12 @@ def main() -> None:
     ap.add_argument("--pushes", type=int, default=10)
     ap.add_argument("--vectors", type=int, default=2000)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="kbgit-profile-sync-"))
+    with tempfile.TemporaryDirectory(prefix="kbgit-profile-sync-") as name:
+        profile(Path(name), args)
+
+
+def profile(tmp: Path, args: argparse.Namespace) -> None:
+    """Run the pushes and syncs in ``tmp``; print the figures."""
     ctx = bf.setup(tmp, argparse.Namespace(vectors=args.vectors, workers=4))
     svc = KnowledgeService("default", tmp / "standby", embedders=EmbedderPool(threads=1))
     svc.manage_gc = True
@@ -111,6 +116,8 @@ def main() -> None:
             procs["(python spawns)"] += len(spawned)
     finally:
         subprocess.Popen.__init__ = popen_init  # type: ignore[method-assign]
+        if hasattr(svc.repo, "close"):  # its git cat-file (kbgit/catfile.py)
+            svc.repo.close()
         ctx["server"].stop()
     n, med = args.pushes, statistics.median
     print(f"load average: {os.getloadavg()}")
