@@ -14,7 +14,8 @@ Runs, one after another, each with its own fleet of ``kbgit standby`` processes:
 - ``5 hook``: 5 standbys, interval 600 s, so only the hub's hook wakes them;
 - ``5 webhook``: the same, woken instead by signed GitHub push events the bench POSTs to
   every standby's /hooks/push as soon as ``git push`` returns (as a git host would);
-- ``5 poll``: 5 standbys polling every --interval s, no hook;
+- ``5 poll``: 5 standbys polling every --interval s, no hook; each push waits a random
+  0 to --interval s first, so it lands at a random point of the standbys' poll schedules;
 - ``20 direct``: 20 standbys all fetching from the hub, woken by its hook;
 - ``20 chained``: --tier1 standbys fetch from the hub (woken by its hook); each of the
   others fetches from one of their replicas, served by a second nginx + http-backend
@@ -49,6 +50,7 @@ import argparse
 import calendar
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -266,7 +268,14 @@ def run_one(run: str, ctx: dict, args: argparse.Namespace) -> Result:
         hub_hooks.install(ctx["hub"], notify=[p.url for p in notified], token="bench")
         hub0, t1_0 = server_cpu(ctx["server"]), _cpu(fleet.tier1_server)
         fleet0, bytes0 = tree_cpu([p.pid for p in procs]), server_bytes(ctx["server"])
+        rng = random.Random(14)
         for r in range(args.pushes):
+            if RUNS[run][1] == "poll":
+                # A push lands at a random point of the poll schedules, as in production; pushed
+                # as soon as the last standby served the previous one, it would land at a
+                # near-fixed offset after the polls, and the run's p50 would depend on the
+                # standbys' start phases (0.99-1.43 s over four runs at interval 2 s).
+                time.sleep(rng.uniform(0, args.interval))
             commit, accepted, cpu = push(ctx["store"], ctx["docs"], f"{run}-{r}", ctx["hub"])
             if RUNS[run][1] == "webhook":
                 deliver(procs, commit, f"{run}-{r}")

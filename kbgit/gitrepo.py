@@ -5,6 +5,9 @@ clones, but its object database is never used: its README warns that it leaks
 ``git cat-file`` helpers in long-running processes, and the sync daemon runs for months.
 Blobs are read with one bounded ``git cat-file --batch`` per call, which also works on
 a hub's pre-receive quarantine (git passes the object directories in the environment).
+A served repository (``GitRepo(path, keep_reader=True)``) instead keeps exactly one
+``git cat-file --batch-command`` for object reads by id (kbgit/catfile.py): a standby's
+sync then starts a few git processes instead of twenty.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import git as gitpython
 
+from .catfile import ObjectReader, spawn
 from .errors import GitError
 
 logger = logging.getLogger(__name__)
@@ -110,8 +114,15 @@ class GitRepo:
     None
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, keep_reader: bool = False) -> None:
         self.path = Path(path)
+        #: one long-lived object reader (servers), or None: one git process per read
+        self.reader = ObjectReader(self.path, _env) if keep_reader else None
+
+    def close(self) -> None:
+        """End the long-lived object reader, if any (the next read starts a new one)."""
+        if self.reader is not None:
+            self.reader.close()
 
     @classmethod
     def init(cls, path: str | os.PathLike[str], branch: str = "main") -> GitRepo:
@@ -172,6 +183,10 @@ class GitRepo:
 
     def rev_parse(self, rev: str) -> str | None:
         """Return the commit id ``rev`` names, or None if it names nothing."""
+        if self.reader is not None and _FULL_ID.fullmatch(rev):
+            found = self.reader.info([rev])[0]
+            if found is not None and found[1] == "commit":
+                return found[0]
         out = self.run_bytes("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
         sha = out.decode().strip()
         return sha or None
@@ -193,6 +208,10 @@ class GitRepo:
 
     def commit_time(self, rev: str) -> int:
         """Return the committer time of ``rev`` as a Unix timestamp."""
+        if self.reader is not None and _FULL_ID.fullmatch(rev):
+            found, raw = self.reader.contents([rev])[0]
+            if found is not None and found[1] == "commit":
+                return _committer_time(raw)
         return int(self.run("show", "-s", "--format=%ct", rev))
 
     def ls_tree(self, rev: str, paths: Sequence[str] = ()) -> dict[str, str]:
@@ -219,8 +238,15 @@ class GitRepo:
         wanted = list(dict.fromkeys(shas))
         if not wanted:
             return {}
+        if self.reader is not None:
+            sizes: dict[str, int] = {}
+            for sha, found in zip(wanted, self.reader.info(wanted), strict=True):
+                if found is None:
+                    raise GitError(f"object {sha} is missing from {self.path}")
+                sizes[sha] = found[2]
+            return sizes
         out = self.run_bytes("cat-file", "--batch-check", input=("\n".join(wanted) + "\n").encode())
-        sizes: dict[str, int] = {}
+        sizes = {}
         for sha, line in zip(wanted, out.decode().splitlines(), strict=True):
             if line.endswith(" missing"):
                 raise GitError(f"object {sha} is missing from {self.path}")
@@ -232,8 +258,15 @@ class GitRepo:
         wanted = list(dict.fromkeys(shas))
         if not wanted:
             return {}
+        if self.reader is not None:
+            blobs: dict[str, bytes] = {}
+            for sha, (found, data) in zip(wanted, self.reader.contents(wanted), strict=True):
+                if found is None:
+                    raise GitError(f"object {sha} is missing from {self.path}")
+                blobs[sha] = data
+            return blobs
         out = self._read_batch(("\n".join(wanted) + "\n").encode())
-        blobs: dict[str, bytes] = {}
+        blobs = {}
         pos = 0
         for sha in wanted:
             end = out.index(b"\n", pos)
@@ -253,16 +286,7 @@ class GitRepo:
         chunks: 4.1 s for the 200 MB of a 100k-vector store, against 0.6 s here. stdin is
         fed from a thread so a long request can never deadlock against a full stdout.
         """
-        try:
-            proc = subprocess.Popen(
-                ["git", "-C", str(self.path), "cat-file", "--batch"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=_env(),
-            )
-        except OSError as exc:
-            raise GitError(f"cannot run git: {exc}", hint="install git") from exc
+        proc = spawn(self.path, ["cat-file", "--batch"], _env())
         stdin, stdout, stderr_pipe = proc.stdin, proc.stdout, proc.stderr
         assert stdin is not None and stdout is not None and stderr_pipe is not None
 
@@ -285,8 +309,17 @@ class GitRepo:
             raise GitError(f"git cat-file failed: {stderr}", stderr=stderr)
         return out
 
+    def has_path(self, rev: str, path: str) -> bool:
+        """Tell whether ``rev``'s tree holds ``path`` (a file or a directory)."""
+        if self.reader is not None and _FULL_ID.fullmatch(rev):
+            return self.reader.info([f"{rev}:{path}"])[0] is not None
+        return self._exec(["cat-file", "-e", f"{rev}:{path}"]).returncode == 0
+
     def read_file(self, rev: str, path: str) -> bytes | None:
         """Return one file of ``rev``'s tree, or None if absent."""
+        if self.reader is not None and _FULL_ID.fullmatch(rev):
+            found, data = self.reader.contents([f"{rev}:{path}"])[0]
+            return data if found is not None and found[1] == "blob" else None
         proc = self._exec(["cat-file", "blob", f"{rev}:{path}"])
         return proc.stdout if proc.returncode == 0 else None
 
@@ -302,17 +335,22 @@ class GitRepo:
         else:
             self.run("remote", "set-url", name, url)
 
-    def fetch(self, remote: str, branch: str) -> str | None:
+    def fetch(self, remote: str, branch: str, *, config: Sequence[str] = ()) -> str | None:
         """Fetch ``branch`` (and the hub's writer record) from ``remote``; return the commit.
 
         Wildcard refspecs, so an empty hub is not an error; the writer record
-        (``refs/kbgit/*``, see fencing.py) comes in the same round trip.
+        (``refs/kbgit/*``, see fencing.py) comes in the same round trip. No FETCH_HEAD and
+        no forced-update walk (nothing reads them). ``config``: ``key=value`` settings for
+        this fetch only (a follower's, see serving/follower.py ``FETCH_CONFIG``).
         """
         self.run(
+            *(arg for kv in config for arg in ("-c", kv)),
             "fetch",
             "--quiet",
             "--no-tags",
             "--prune",
+            "--no-write-fetch-head",
+            "--no-show-forced-updates",
             remote,
             f"+refs/heads/*:refs/remotes/{remote}/*",
             f"+refs/kbgit/*:refs/kbgit/{remote}/*",
@@ -322,6 +360,19 @@ class GitRepo:
     def remote_head(self, remote: str, branch: str) -> str | None:
         """Return the last fetched commit of ``remote``/``branch``, or None."""
         return self.rev_parse(f"refs/remotes/{remote}/{branch}")
+
+
+_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _committer_time(raw: bytes) -> int:
+    """Return the Unix time of a raw commit object's committer line."""
+    for line in raw.split(b"\n"):
+        if not line:
+            break  # end of the headers
+        if line.startswith(b"committer "):
+            return int(line.rsplit(b" ", 2)[1])
+    raise GitError("commit object without a committer line")
 
 
 def absolute_remote(url: str) -> str:

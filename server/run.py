@@ -203,3 +203,5 @@ class Server:
             if thread is not threading.current_thread():
                 thread.join(10)
         self._threads.clear()
+        for svc in self.services.services():
+            svc.repo.close()  # its long-lived git cat-file

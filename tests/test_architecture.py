@@ -17,7 +17,7 @@ PACKAGES = ("kbgit", "server")
 
 #: lowest first; a module may import its own layer or any lower one, never a higher one
 LAYERS = [
-    {"kbgit.errors", "kbgit.fsio", "kbgit.backends"},
+    {"kbgit.errors", "kbgit.fsio", "kbgit.backends", "kbgit.catfile"},
     {"kbgit.config", "kbgit.gitrepo", "kbgit.embeddings", "kbgit.models", "kbgit.fencing"}
     | {"kbgit.model_export", "kbgit.exported_embedder"},
     {"kbgit.format"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from pathlib import Path
@@ -96,3 +97,28 @@ def test_chain_settings_go_to_a_replica_not_a_hub(
     repo = GitRepo(tmp_path / "tier1")
     assert repo.run("config", "--get-all", "kbgit.notify") == "http://127.0.0.1:1"
     assert (tmp_path / "tier1" / ".git" / "config").stat().st_mode & 0o077 == 0
+
+
+def test_the_chain_settings_are_read_again_only_when_they_change(
+    tmp_path: Path, hub: Path, store: KnowledgeStore, docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.ingest(docs)
+    tier1 = _standby(tmp_path / "tier1", hub)
+    assert tier1.downstream is not None
+    trace = tmp_path / "trace2.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+
+    def config_reads() -> int:
+        if not trace.exists():
+            return 0
+        events = [json.loads(line) for line in trace.read_text().splitlines()]
+        return sum(e["event"] == "start" and "config" in e["argv"] for e in events)
+
+    assert tier1.downstream.targets() == ([], None) and config_reads() == 1
+    assert tier1.downstream.notify_once() == [] and config_reads() == 1  # unchanged: a stat
+    hub_hooks.install_chain(tmp_path / "tier1", notify=["http://127.0.0.1:9"], token="t")
+    reads = config_reads()
+    assert tier1.downstream.targets() == (["http://127.0.0.1:9"], "t")
+    assert config_reads() == reads + 1
+    tier1.downstream.targets()
+    assert config_reads() == reads + 1

@@ -112,3 +112,12 @@ def test_health_hides_paths_and_raw_errors_without_the_token(
         assert str(hub) in json.dumps(full) and "withheld" not in json.dumps(full)
     finally:
         srv.stop()
+
+
+def test_post_receive_refuses_a_token_that_would_add_headers(http_pair) -> None:
+    _redirector, target = http_pair
+    url = f"http://127.0.0.1:{target.server_port}"
+    (report,) = post_receive([url], "tok\r\nX-Injected: 1")
+    assert "line break, not sent" in report and target.seen == []
+    (report,) = post_receive([url], TOKEN)
+    assert report == f"{url}: notified (200)" and target.seen == [f"Bearer {TOKEN}"]

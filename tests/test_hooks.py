@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -166,3 +168,29 @@ def test_hooks_installed_before_the_layout_moved_still_run(
         assert GitRepo(hub).rev_parse("main") == result.commit
     finally:
         srv.stop()
+
+
+def test_post_receive_starts_no_python_when_no_standby_is_listed(tmp_path: Path, hub: Path) -> None:
+    marker = tmp_path / "python-ran"
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    python.chmod(0o755)
+    env = {**os.environ, "KBGIT_PYTHON": str(python)}
+
+    def run_hook() -> int:
+        update = f"{'0' * 40} {'1' * 40} refs/heads/main\n"
+        hook = hub / "hooks" / "post-receive"
+        return subprocess.run([str(hook)], input=update, text=True, cwd=hub, env=env).returncode
+
+    hub_hooks.install(hub)  # no --notify: a webhook-only hub
+    assert run_hook() == 0 and not marker.exists()
+    hub_hooks.install(hub, notify=["http://127.0.0.1:9"], token="t")
+    assert run_hook() == 0 and marker.exists()
+
+
+def test_post_receive_reads_the_notify_list_and_token_in_one_git_call(hub: Path) -> None:
+    hub_hooks.install(hub, notify=["http://127.0.0.1:9", "http://127.0.0.1:10/"], token="t1")
+    GitRepo(hub).run("config", "kbgit.token", "t2")  # the last value wins, as in git config
+    urls, token = hub_hooks.notify_targets(str(hub), {})
+    assert urls == ["http://127.0.0.1:9", "http://127.0.0.1:10"] and token == "t2"
+    assert hub_hooks.notify_targets(str(hub), {"KBGIT_TOKEN": "env"})[1] == "env"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import threading
 import time
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from kbgit import KnowledgeStore
-from kbgit.errors import NotReadyError
+from kbgit.errors import GitError, NotReadyError
+from kbgit.gitrepo import GitRepo
 from kbgit.serving.follower import DIVERGED, ERROR, OK, REFUSED, UPDATED, Follower
 from kbgit.serving.service import KnowledgeService
 
@@ -236,3 +239,112 @@ def test_run_loop_follows_on_its_interval_without_a_wake(
             assert svc.commit == new
     finally:
         follower.stop()
+
+
+def _readers_of(path: Path) -> list[int]:
+    """Return the pids of this process's ``git cat-file --batch-command`` children on ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"--batch-command" in argv and str(path).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_standby_reads_objects_through_one_long_lived_git(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    assert follower.sync_once().status == UPDATED
+    (reader,) = _readers_of(tmp_path / "replica")
+    for n in range(3):  # objects fetched after the reader started are found by it
+        write_docs(docs, {f"crane{n}.md": f"Harbour crane number {n} lifts containers."})
+        commit = store.ingest(docs).commit
+        assert follower.sync_once().status == UPDATED and follower.service.commit == commit
+    assert _answer(follower, "harbour crane number 2")[0] == commit
+    assert _readers_of(tmp_path / "replica") == [reader]  # the same one process throughout
+    follower.repo.close()
+    assert _readers_of(tmp_path / "replica") == []
+
+
+def test_a_missing_object_is_an_error_through_the_long_lived_reader(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    with pytest.raises(GitError, match="missing"):
+        follower.repo.read_blobs(["0" * 40])
+    assert follower.repo.read_file(follower.service.commit, "no/such/file") is None
+    assert follower.repo.rev_parse("f" * 40) is None
+    assert follower.service.query("rotate keys", k=1).commit == follower.service.commit
+
+
+def test_git_maintenance_runs_every_so_many_updates_not_in_each_fetch(
+    tmp_path, hub, store: KnowledgeStore, docs, monkeypatch
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    follower.maintain_every = 3
+    trace = tmp_path / "trace2.json"
+
+    def sync() -> str:  # traced: every git process the follower runs, nothing else
+        monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+        try:
+            return follower.sync_once().status
+        finally:
+            monkeypatch.delenv("GIT_TRACE2_EVENT")
+
+    def maintenance_runs() -> int:
+        events = [json.loads(line) for line in trace.read_text().splitlines()]
+        return sum(e["event"] == "start" and "maintenance" in e["argv"] for e in events)
+
+    assert sync() == UPDATED  # update 1: the first clone
+    for n in range(4):
+        write_docs(docs, {"gull.md": f"Gulls follow the ferry, version {n}."})
+        store.ingest(docs)
+        assert sync() == UPDATED
+        assert maintenance_runs() == (1 if n >= 1 else 0), n  # at update 3, once
+
+
+def test_has_path_with_and_without_the_long_lived_reader(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    commit = follower.service.commit
+    for repo in (follower.repo, GitRepo(tmp_path / "replica")):  # reader, then one-shot git
+        assert repo.has_path(commit, "docs") and repo.has_path(commit, "docs/keys.md")
+        assert not repo.has_path(commit, "evals") and not repo.has_path(commit, "docs/nope.md")
+
+
+def test_the_reader_restarts_after_a_repack_deletes_the_packs_it_holds(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    store.ingest(docs)
+    follower = _standby(tmp_path, hub)
+    follower.sync_once()
+    repo, replica = follower.repo, tmp_path / "replica"
+    assert repo.reader is not None
+    (first,) = _readers_of(replica)
+    write_docs(docs, {"tern.md": "Terns hover, then plunge for sand eels."})
+    store.ingest(docs)
+    assert follower.sync_once().status == UPDATED  # a new pack: found, no restart
+    assert _readers_of(replica) == [first] and repo.reader.started == 1
+    repo.run("repack", "-adq")  # every pack replaced: the old ones are deleted
+    assert follower.service.query("terns sand eels", k=1).hits[0].source == "tern.md"
+    repo.read_blobs(repo.ls_tree(follower.service.commit, ["docs"]).values())
+    (second,) = _readers_of(replica)
+    assert second != first and repo.reader.started == 2
+    deleted = [
+        link for link in Path(f"/proc/{second}/fd").iterdir() if "(deleted)" in os.readlink(link)
+    ]
+    assert deleted == []  # the new process holds no deleted pack open

@@ -52,3 +52,20 @@ def test_restart_trusts_recorded_commits_and_ignores_a_tampered_record(
     assert bad not in VerifiedRecord.open(store.repo)
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         KnowledgeService("default", store.root).reload(bad)
+
+
+@pytest.mark.parametrize("torn", [b"", b'{"verifier": 1, "commits": ["'])
+def test_a_record_torn_by_a_crash_is_ignored(
+    store: KnowledgeStore, docs: Path, torn: bytes
+) -> None:
+    """The record is written without fsync (a cache): what a crash leaves must not be trusted."""
+    store.ingest(docs)
+    bad = _commit_bad_document(store)
+    record = VerifiedRecord.open(store.repo)
+    record.add(bad)  # as if verified before
+    record_file = store.root / ".git" / RECORD_NAME
+    assert bad in VerifiedRecord.open(store.repo)
+    record_file.write_bytes(torn)
+    assert bad not in VerifiedRecord.open(store.repo)
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        KnowledgeService("default", store.root).reload(bad)

@@ -93,6 +93,7 @@ class VerifiedRecord:
             if path is None:
                 return
             try:
-                write_atomic(path, (json.dumps(data, indent=0) + "\n").encode())
+                # checksummed: a record a crash leaves torn is ignored (commits re-verified)
+                write_atomic(path, (json.dumps(data, indent=0) + "\n").encode(), durable=False)
             except OSError as exc:  # a read-only clone still serves; it just re-verifies
                 logger.warning("cannot write %s: %s", path, exc)

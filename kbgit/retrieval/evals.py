@@ -192,7 +192,9 @@ def eval_paths(tree: Iterable[str]) -> list[str]:
 
 def commit_questions(repo: GitRepo, commit: str) -> list[Question]:
     """Return the questions of every eval set committed under ``evals/`` (may be none)."""
-    tree = repo.ls_tree(commit, [EVALS_DIR])
+    if not repo.has_path(commit, EVALS_DIR):  # most commits: no git process on a server
+        return []
+    tree = repo.ls_tree(commit, [EVALS_DIR])  # not the whole tree: O(evals)
     paths = eval_paths(tree)
     sizes = repo.blob_sizes(tree[p] for p in paths)
     # before anything is read: a pusher chose the sizes (the limit holds for all sets together)

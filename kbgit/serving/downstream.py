@@ -33,6 +33,9 @@ class Downstream:
         self._lock = threading.Lock()
         #: report lines of the last round (one per standby), for tests and debugging
         self.last: list[str] = []
+        #: (the config file's inode, mtime, size) when the targets were last read
+        self._stamp: tuple[int, int, int] | None = None
+        self._targets: tuple[list[str], str | None] = ([], None)
 
     def poke(self) -> None:
         """Ask for a round of notifications; return at once."""
@@ -56,12 +59,27 @@ class Downstream:
             except Exception:  # noqa: BLE001 - a notification must never stop the follower
                 logger.exception("%s: notifying the next tier failed", self.name)
 
+    def targets(self) -> tuple[list[str], str | None]:
+        """Return the URLs and token to notify; git config runs only when the file changed.
+
+        A standby pokes after every commit it serves, mostly with nobody to wake: a stat
+        instead of a ``git config`` process each time. (A file the config includes is not
+        watched: ``kbgit hooks chain`` writes the replica's own config.)
+        """
+        try:
+            st = (self.git_dir / "config").stat()
+        except OSError:
+            return [], None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            # the replica's own settings only: the server's KBGIT_TOKEN is its admin token
+            self._targets = notify_targets(str(self.git_dir), {})
+            self._stamp = stamp
+        return self._targets
+
     def notify_once(self) -> list[str]:
         """POST /admin/sync to every configured standby now; return one report line each."""
-        if not self.git_dir.is_dir():
-            return []
-        # the replica's own settings only: the server's KBGIT_TOKEN is its admin token
-        urls, token = notify_targets(str(self.git_dir), {})
+        urls, token = self.targets()
         if not urls:
             return []
         self.last = post_receive(urls, token, timeout=self.timeout)

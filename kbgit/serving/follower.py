@@ -44,6 +44,13 @@ FOLLOWER_LOCK = "kbgit-follower.lock"
 #: seconds between a primary's checks of the hub's writer record (one fetch each)
 WRITER_CHECK_EVERY = 5.0
 
+#: updates between two runs of ``git maintenance run --auto`` (packs loose objects, joins
+#: packs past gc.autoPackLimit); the fetch and fast-forward of each sync skip it
+MAINTAIN_EVERY = 50
+#: a sync's fetch: no auto-maintenance process; the pack kept as received (index-pack: two
+#: files written and fsynced, instead of unpack-objects writing and fsyncing each object)
+FETCH_CONFIG = ("maintenance.auto=false", "fetch.unpackLimit=1")
+
 OK, UPDATED, REFUSED, DIVERGED, ERROR = "ok", "updated", "refused", "diverged", "error"
 
 
@@ -66,6 +73,13 @@ class SyncResult:
     def ok(self) -> bool:
         """Tell whether the attempt succeeded (nothing new, or a new commit served)."""
         return self.status in (OK, UPDATED)
+
+
+def _diverged(head: str, upstream: str) -> str:
+    return (
+        f"replica at {head[:12]} is not an ancestor of the hub's {upstream[:12]}: "
+        "refusing to reset; re-clone the standby or investigate the hub"
+    )
 
 
 def describe(exc: BaseException) -> str:
@@ -101,6 +115,10 @@ class Follower:
         #: seconds between writer-record checks of a primary (tests set 0)
         self.writer_check_every = WRITER_CHECK_EVERY
         self._writer_checked = float("-inf")
+        #: commits this follower fast-forwarded to (every MAINTAIN_EVERY-th runs maintenance)
+        self._updates = 0
+        #: updates between two runs of git's auto-maintenance (tests set it lower)
+        self.maintain_every = MAINTAIN_EVERY
         #: the standbys that follow this replica (chained replication), woken after a swap
         self.downstream = Downstream(service.path / ".git", service.name) if hub else None
         service.sync.role = "standby" if hub else "primary"
@@ -164,6 +182,7 @@ class Follower:
 
     def _move_aside(self) -> None:
         path = self.service.path
+        self.repo.close()  # its git process would keep reading the old object store
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
         if aside.exists():
             shutil.rmtree(aside)
@@ -246,7 +265,7 @@ class Follower:
         st = self.service.sync
         try:
             with self._stage("fetch"):
-                upstream = self.repo.fetch(HUB_REMOTE, self.branch)
+                upstream = self.repo.fetch(HUB_REMOTE, self.branch, config=FETCH_CONFIG)
         except GitError as exc:
             if not self._local_ok():
                 self._move_aside()
@@ -256,6 +275,8 @@ class Follower:
             )
         st.upstream_head = upstream
         head = self.repo.head()
+        if upstream is not None and upstream != head and head == self.service.commit is not None:
+            return self._catch_up(head, upstream, started)  # the usual case: one git call
         self._measure_lag(upstream)
         if upstream is None:
             return SyncResult(OK, self.service.commit, None)
@@ -264,24 +285,48 @@ class Follower:
             # commits on either side: the hub may even be behind what we serve (restored
             # from an old backup), and "0 commits of lag" would then read as "in sync"
             st.lag_commits = self.repo.count_commits(f"{self.service.commit or head}...{upstream}")
-            msg = (
-                f"replica at {head[:12]} is not an ancestor of the hub's {upstream[:12]}: "
-                "refusing to reset; re-clone the standby or investigate the hub"
-            )
-            return SyncResult(DIVERGED, self.service.commit, upstream, msg)
+            return SyncResult(DIVERGED, self.service.commit, upstream, _diverged(head, upstream))
         if head == upstream:
             if self.service.commit != head:
                 return self._apply(head, started, move=False)
             return SyncResult(OK, head, upstream)
-        return self._advance(head, upstream, started)
-
-    def _advance(self, head: str | None, upstream: str, started: float) -> SyncResult:
-        """Move to the newest verified commit between head (exclusive) and upstream."""
         spec = f"{head}..{upstream}" if head else upstream
         out = self.repo.run("rev-list", "--first-parent", f"--max-count={MAX_FALLBACK + 1}", spec)
+        return self._advance(out.split(), upstream, started)
+
+    def _catch_up(self, head: str, upstream: str, started: float) -> SyncResult:
+        """Decide ancestry, lag and the commits to try from one ``git log head...upstream``.
+
+        The same answers as ``merge-base --is-ancestor``, ``log served..upstream`` and
+        ``rev-list --first-parent head..upstream`` (served == head here), in one process.
+        """
+        st = self.service.sync
+        out = self.repo.run("log", "--left-right", "--format=%m %H %ct %P", f"{head}...{upstream}")
+        ours, times, first_parent = 0, [], {}
+        for line in out.splitlines():
+            mark, sha, when, *parents = line.split()
+            if mark == "<":
+                ours += 1  # a commit we have and the hub has not
+            else:
+                times.append(int(when))
+                first_parent[sha] = parents[0] if parents else None
+        st.lag_commits, st.behind_since = len(times), (float(times[-1]) if times else None)
+        st.diverged = ours > 0
+        if st.diverged:
+            st.lag_commits += ours
+            return SyncResult(DIVERGED, self.service.commit, upstream, _diverged(head, upstream))
+        chain: list[str] = []
+        commit: str | None = upstream
+        while commit in first_parent and len(chain) <= MAX_FALLBACK:
+            chain.append(commit)
+            commit = first_parent[commit]
+        return self._advance(chain, upstream, started)
+
+    def _advance(self, candidates: list[str], upstream: str, started: float) -> SyncResult:
+        """Serve the newest verified commit of ``candidates`` (newest first, up to upstream)."""
         first: SyncResult | None = None
         result = SyncResult(OK, self.service.commit, upstream)
-        for candidate in out.split():
+        for candidate in candidates:
             result = self._apply(candidate, started, move=True)
             if result.status != REFUSED:
                 break
@@ -314,13 +359,24 @@ class Follower:
         self._stages["model"] = time.monotonic() - clock[0]
         if move:  # only a commit that verified AND loaded moves the replica
             with self._stage("fast_forward"):
-                self.repo.run("merge", "--ff-only", "--quiet", commit)
+                self.repo.run(
+                    "-c", "maintenance.auto=false", "merge", "--ff-only", "--quiet", commit
+                )
         with self._stage("swap"):
             svc.install(loaded, started)
         if self.downstream is not None:
             self.downstream.poke()  # returns at once; the next tier fetches from our clone
         self._measure_lag(self.service.sync.upstream_head if self.hub else commit)
+        if move:
+            self._maintain()
         return SyncResult(UPDATED, commit, commit)
+
+    def _maintain(self) -> None:
+        """Run git's auto-maintenance every MAINTAIN_EVERY updates (not in every fetch/merge)."""
+        self._updates += 1
+        if self._updates % self.maintain_every == 0:  # after the swap: never delays serving
+            with self._stage("maintenance"):
+                self.repo.run("maintenance", "run", "--auto", "--quiet")
 
     def _measure_lag(self, upstream: str | None) -> None:
         st, served = self.service.sync, self.service.commit

@@ -228,7 +228,8 @@ class KnowledgeService:
         #: allowed-signers file; when set, only commits signed by its keys are served
         self.allowed_signers = allowed_signers
         self.path = Path(path)
-        self.repo = GitRepo(self.path)
+        #: one long-lived ``git cat-file`` reads its objects (kbgit/catfile.py)
+        self.repo = GitRepo(self.path, keep_reader=True)
         self.cache = SegmentCache()
         #: commits verified on this machine: a restart does not verify them again
         self.record = VerifiedRecord.open(self.repo)
