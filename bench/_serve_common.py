@@ -198,3 +198,19 @@ def summary(values: list[float], unit: float = 1000.0) -> str:
         f"p50 {pct(values, 50) * unit:.1f}  p99 {pct(values, 99) * unit:.1f}  "
         f"mean {statistics.fmean(values) * unit:.1f}  (n={len(values)})"
     )
+
+
+def replica_from(warm: Path | None, dst: Path) -> Path:
+    """Return ``dst``: absent (the standby clones the hub), or a copy of a warm replica.
+
+    ``warm`` is a replica a previous run left (``bench_cold_start.py --replica DIR``), with
+    its ANN and lexical caches and verified record: at 1M a fresh clone costs minutes of
+    fetch and ANN builds that are not what these benches measure. The copy hard-links
+    files (git and the caches only ever replace files, never rewrite them in place), so
+    it is instant and the original stays as it was.
+    """
+    if warm is not None:
+        import subprocess
+
+        subprocess.run(["cp", "-al", str(warm), str(dst)], check=True)
+    return dst

@@ -17,6 +17,9 @@ cache, and the model's weights are loaded and warmed (one encode) before /ready 
              shows what the record saves).
 The log lines of each start are kept (info level): where the time goes.
 
+``--memory`` loads the served parts in this process (verified snapshot, ANN indexes,
+lexical index, from the replica's warm caches) and prints the resident growth of each.
+
 ``--serve-figures`` then starts the standby once more (warm) and measures, through HTTP
 on that process: its resident set (VmRSS) vs the raw float32 bytes of the live vectors,
 and dense query p50/p99 (1 client, k 10; the server searches on one thread) with the
@@ -92,6 +95,43 @@ def _near_queries(docs: Path, count: int) -> list[str]:
     return out
 
 
+def _memory(replica: Path) -> None:
+    """Print the resident growth of each part of a served snapshot, loaded in this process.
+
+    The same steps as a standby's prepare, from the replica's warm caches: verified load
+    (vectors, rows with their texts, ledger), ANN indexes, lexical (BM25) index.
+    """
+    from bench_ann import rss
+
+    from kbgit.format.ann import AnnSettings
+    from kbgit.format.anncache import AnnCache
+    from kbgit.format.snapshot import load_snapshot, with_ann
+    from kbgit.format.verified import VerifiedRecord
+    from kbgit.gitrepo import GitRepo
+    from kbgit.retrieval.search import LexicalIndexes
+
+    repo = GitRepo(replica)
+    steps, before = [], rss()
+    snap = load_snapshot(repo, record=VerifiedRecord.open(repo))
+    steps.append(("snapshot (vectors, rows, ledger)", rss()))
+    snap = with_ann(snap, AnnCache.for_store(replica, AnnSettings()))
+    steps.append(("ANN indexes", rss()))
+    lexical = LexicalIndexes.for_store(replica).get(snap)
+    steps.append(("lexical index", rss()))
+    raw = snap.vectors * 384 * 4
+    held = sum(seg.vectors.nbytes for seg, _mask in snap.index.parts())
+    print(f"in-process memory, {snap.vectors:,} vectors, raw float32 {raw / 2**20:.0f} MiB:")
+    print(f"    float32 arrays held {held / 2**20:.0f} MiB ({held / raw:.2f}x)")
+    last = before
+    for name, now in steps:
+        print(f"    {name:34s} +{(now - last) / 2**20:6.0f} MiB ({(now - last) / raw:.2f}x raw)")
+        last = now
+    print(
+        f"    {'all of it':34s} +{(last - before) / 2**20:6.0f} MiB ({(last - before) / raw:.2f}x raw)"
+    )
+    del lexical, snap
+
+
 def _ask(session: requests.Session, url: str, text: str, exact: bool) -> tuple[float, list[str]]:
     body = {"query": text, "k": 10, "mode": "dense", "exact": exact}
     t0 = time.perf_counter()
@@ -147,6 +187,7 @@ def main() -> None:
     ap.add_argument("--goal", type=float, default=10.0, help="seconds (issue 10 at 1M: 15)")
     ap.add_argument("--serve-figures", action="store_true", help="RSS, query p50 and recall")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--memory", action="store_true", help="in-process memory per part")
     ap.add_argument("--replica", type=Path, help="keep the replica here (reused across runs)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -161,7 +202,7 @@ def main() -> None:
         for n in range(args.rounds):
             for case in args.cases:
                 _prepare(case, replica)
-                log = Path(tmp) / f"{case}{n}.log"
+                log = Path(tmp) / f"{case}{n}-{len(times[case])}.log"
                 took, served = _start(hub, replica, log)
                 assert served == head, (served, head)
                 times[case].append(took)
@@ -177,6 +218,8 @@ def main() -> None:
                 _serve_figures(srv, docs, args.queries)
             finally:
                 srv.stop()
+        if args.memory:
+            _memory(replica)
     print(
         f"store: {args.vectors}+ vectors, 384-d, model {c.model_id(args.model)}, layout "
         f"{args.layout}; {args.rounds} round(s)"

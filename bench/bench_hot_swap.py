@@ -183,6 +183,9 @@ def main() -> None:
     )
     ap.add_argument("--layout", choices=["one", "tiered"], default="one", help="see _serve_common")
     ap.add_argument("--swap-goal", type=float, default=1.0, help="seconds (issue 10: 0.5)")
+    ap.add_argument(
+        "--replica", type=Path, help="start the standby from a copy of this warm replica"
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -194,11 +197,18 @@ def main() -> None:
             hub, args.model, tmp, args.reloads, args.add_pct
         )
         srv = c.ServerProc(
-            ["standby", str(work_hub), str(tmp / "replica"), "--interval", "600"],
+            [
+                "standby",
+                str(work_hub),
+                str(c.replica_from(args.replica, tmp / "replica")),
+                "--interval",
+                "600",
+            ],
             tmp / "standby.log",
+            "info",
         )
         try:
-            srv.wait_ready(300)
+            srv.wait_ready(1800)
             client = Client(srv.url, args.clients)
             client.start()
             try:
@@ -207,7 +217,11 @@ def main() -> None:
                 client.join(60)
         finally:
             srv.stop()
+        prepared = [ln for ln in (tmp / "standby.log").read_text().splitlines() if "prepared" in ln]
     _report(args, client, out)
+    print("where each prepare's time went (standby log; the first is the start-up load):")
+    for line in prepared:
+        print("    " + line.split("prepared ", 1)[1])
 
 
 if __name__ == "__main__":

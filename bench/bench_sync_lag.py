@@ -81,6 +81,9 @@ def main() -> None:
         "--add-pct", type=float, default=0.0, help="each commit adds this %% of the store"
     )
     ap.add_argument("--no-poll", action="store_true", help="no polling standby B")
+    ap.add_argument(
+        "--replica", type=Path, help="start the standby from a copy of this warm replica"
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -99,7 +102,14 @@ def main() -> None:
         add = round(store.snapshot().vectors * args.add_pct / 100 / c.CHUNKS_PER_DOC)
         servers = {
             "hook": c.ServerProc(
-                ["standby", str(work_hub), str(tmp / "a"), "--interval", "600"], tmp / "a.log"
+                [
+                    "standby",
+                    str(work_hub),
+                    str(c.replica_from(args.replica, tmp / "a")),
+                    "--interval",
+                    "600",
+                ],
+                tmp / "a.log",
             )
         }
         if not args.no_poll:
