@@ -316,3 +316,23 @@ def test_a_standby_caches_lexical_terms_in_the_replica_it_cloned(store, docs, tm
     again = KnowledgeService("t", replica)  # a restarted standby reads them back
     again.reload()
     assert again.lexical.terms.built == 0 and again.lexical.terms.loaded >= 1
+
+
+def test_a_long_lived_store_keeps_in_memory_only_the_terms_of_the_indexes_it_keeps(
+    store, tmp_path
+) -> None:
+    from kbgit.history.compaction import compact
+    from kbgit.retrieval.search import KEEP_INDEXES
+
+    docs = tmp_path / "d"
+    for i in range(KEEP_INDEXES + 2):  # one segment per ingest; compaction then replaces them
+        write_docs(docs, {f"f{i}.md": f"alpha word{i}"})
+        store.ingest(docs)
+        compact(store)
+        assert store.query("alpha", 1, options=LEX).hits
+    # a library process (a LangChain app) that queries every new commit: the terms of
+    # segments no kept index uses are forgotten, not held for the life of the process
+    kept = {seg.rows.sha256 for seg in store.snapshot().manifest.segments}
+    assert len(store.lexical.terms.keys()) <= KEEP_INDEXES
+    keys = store.lexical.terms.keys()  # a method: the cache is not a dict
+    assert {sha for sha, _ in keys} >= kept

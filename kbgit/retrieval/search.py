@@ -57,6 +57,10 @@ class LexicalIndexes:
         self.cjk = cjk
         self.terms = TermsCache(directory)
         self._by_commit: collections.OrderedDict[str, LexicalIndex] = collections.OrderedDict()
+        #: the term-cache keys each kept index uses
+        self._keys: dict[str, set[tuple[str, str]]] = {}
+        #: the served commit (a server's last retain): never evicted by other revisions
+        self._pinned: str | None = None
         self._lock = threading.Lock()
 
     def get(self, snap: Snapshot) -> LexicalIndex:
@@ -69,9 +73,21 @@ class LexicalIndexes:
         idx = self._build(snap)
         with self._lock:
             self._by_commit[snap.commit] = idx
-            while len(self._by_commit) > KEEP_INDEXES:
-                self._by_commit.popitem(last=False)
+            self._keys[snap.commit] = self._segment_keys(snap)
+            evicted = False
+            for old in [c for c in self._by_commit if c != self._pinned]:
+                if len(self._by_commit) <= KEEP_INDEXES:
+                    break
+                del self._by_commit[old]
+                self._keys.pop(old, None)
+                evicted = True
+            used = set().union(*self._keys.values()) if evicted else None
+        if used is not None:  # a long-lived process forgets terms no kept index uses
+            self.terms.retain(used)
         return idx
+
+    def _segment_keys(self, snap: Snapshot) -> set[tuple[str, str]]:
+        return {(ref.rows.sha256, self.cjk) for ref in snap.manifest.segments}
 
     def _build(self, snap: Snapshot) -> LexicalIndex:
         live: dict[str, list[Row]] = collections.defaultdict(list)
@@ -86,11 +102,13 @@ class LexicalIndexes:
         return LexicalIndex(snap.commit, parts, self.cjk)
 
     def retain(self, snap: Snapshot) -> None:
-        """Keep only what ``snap`` uses (after a swap)."""
+        """Keep only what ``snap`` uses (after a swap); later revisions never evict it."""
         with self._lock:
+            self._pinned = snap.commit
             keep = {c: i for c, i in self._by_commit.items() if c == snap.commit}
             self._by_commit = collections.OrderedDict(keep)
-        self.terms.retain({(ref.rows.sha256, self.cjk) for ref in snap.manifest.segments})
+            self._keys = {c: k for c, k in self._keys.items() if c in keep}
+        self.terms.retain(self._segment_keys(snap))
 
 
 def _row_filter(
