@@ -138,7 +138,7 @@ def load_snapshot(
     segments, keys = load_segments(repo, tree, manifest, cache, trusted=trusted)
     dead = load_tombstones(repo, tree, manifest, segments)
     if trusted:
-        docs = {b for p, b in tree.items() if p.startswith(DOCS_DIR + "/")}
+        docs = trusted_docs(tree, ledger, cache)
     else:
         check_live(ledger, manifest, segments, dead)
         docs = check_docs(repo, tree, ledger, cache)
@@ -157,6 +157,23 @@ def load_snapshot(
         frozenset(shard_keys(ledger)),
     )
     return with_ann(snap, ann) if ann is not None else snap
+
+
+def trusted_docs(tree: dict[str, str], ledger: Ledger, cache: SegmentCache) -> set[str]:
+    """Return the document blobs of a recorded commit, remembered as verified in ``cache``.
+
+    The record says these blobs matched the ledger's claims when the commit was verified,
+    so the next commit's check reads only documents new since (not all of them again).
+    """
+    prefix = DOCS_DIR + "/"
+    docs = set()
+    for path, blob in tree.items():
+        if path.startswith(prefix):
+            docs.add(blob)
+            doc = ledger.documents.get(path[len(prefix) :])
+            if doc is not None:
+                cache.add_doc(blob, doc.sha256, doc.size)
+    return docs
 
 
 def with_ann(snap: Snapshot, ann: AnnCache) -> Snapshot:

@@ -282,15 +282,26 @@ class KnowledgeService:
         """
         signer = self._check_signed(rev)
         self._warm_model(rev)
+        clock = [time.monotonic()]
         with gc_paused():
             snap = load_snapshot(
                 self.repo, rev, cache=self.cache, limits=self.limits, record=self.record
             )
+        took = {"load": _lap(clock)}
         snap = with_ann(snap, self.ann)  # minutes for a new 1M segment: GC stays on
+        took["ann"] = _lap(clock)
         if verified is not None:
             verified()
         lexical = self.lexical.get(snap)
+        took["lexical"] = _lap(clock)
         embedder = self.embedders.get(snap.ledger.model_id)
+        took["model"] = _lap(clock)
+        logger.info(
+            "%s: prepared %s: %s",
+            self.name,
+            snap.commit[:12],
+            ", ".join(f"{k} {v:.3f}s" for k, v in took.items()),
+        )
         if embedder.dim != snap.ledger.dim:
             raise IntegrityError(
                 f"model {snap.ledger.model_id} makes {embedder.dim}-d vectors, "
@@ -550,6 +561,13 @@ class ServiceRegistry:
     def each(self, fn: Callable[[KnowledgeService], Any]) -> dict[str, Any]:
         """Apply fn to every service; return {name: result}."""
         return {name: fn(svc) for name, svc in self._services.items()}
+
+
+def _lap(clock: list[float]) -> float:
+    """Return seconds since ``clock[0]`` and restart it."""
+    now = time.monotonic()
+    took, clock[0] = now - clock[0], now
+    return took
 
 
 def _iso(ts: float | None) -> str | None:
