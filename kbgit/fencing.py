@@ -30,12 +30,11 @@ import time
 import uuid
 
 from .errors import FencedError, GitError
-from .gitrepo import EMPTY_TREE, GitRepo, redact
+from .gitrepo import EMPTY_TREE, WRITER_REF, GitRepo, hub_ref, redact
 
 logger = logging.getLogger(__name__)
 
-#: the hub's writer record; locally: the claim this store holds
-WRITER_REF = "refs/kbgit/writer"
+# WRITER_REF (gitrepo.py): the hub's writer record; locally: the claim this store holds
 #: git config key of this store's writer id (made once, kept across restarts)
 ID_KEY = "kbgit.writerid"
 ZERO = "0" * 40
@@ -108,16 +107,9 @@ def read_record(repo: GitRepo, commit: str | None) -> WriterRecord | None:
         raise GitError(f"{WRITER_REF} at {commit[:12]} is not a kbgit writer record") from exc
 
 
-def hub_ref(remote: str) -> str:
-    """Return where the hub's writer record is fetched to (``GitRepo.fetch`` fetches it)."""
-    return f"refs/kbgit/{remote}/writer"
-
-
 def fetch_hub_record(repo: GitRepo, remote: str) -> str | None:
-    """Fetch the hub's refs/kbgit/* (wildcard: a hub without any is not an error)."""
-    repo.run(
-        "fetch", "--quiet", "--no-tags", "--prune", remote, f"+refs/kbgit/*:refs/kbgit/{remote}/*"
-    )
+    """Fetch the hub's writer record alone (a hub without one is not an error)."""
+    repo.fetch_refs(remote, {WRITER_REF: hub_ref(remote)})
     return repo.rev_parse(hub_ref(remote))
 
 

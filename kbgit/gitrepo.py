@@ -138,9 +138,17 @@ class GitRepo:
 
     @classmethod
     def clone(cls, url: str, path: str | os.PathLike[str], branch: str, remote: str) -> GitRepo:
-        """Clone ``url`` into ``path`` with the remote named ``remote``."""
+        """Clone ``branch`` of ``url`` (no other branch, no tag) into ``path`` as ``remote``."""
         try:
-            gitpython.Repo.clone_from(url, path, origin=remote, branch=branch, env=_env()).close()
+            gitpython.Repo.clone_from(  # its branch only: see fetch
+                url,
+                path,
+                origin=remote,
+                branch=branch,
+                single_branch=True,
+                no_tags=True,
+                env=_env(),
+            ).close()
         except gitpython.GitCommandError as exc:
             stderr = redact(str(exc.stderr).strip())
             # not chained: GitPython's error repeats the command line, credentials included
@@ -336,30 +344,70 @@ class GitRepo:
             self.run("remote", "set-url", name, url)
 
     def fetch(self, remote: str, branch: str, *, config: Sequence[str] = ()) -> str | None:
-        """Fetch ``branch`` (and the hub's writer record) from ``remote``; return the commit.
+        """Fetch ``branch`` and the hub's writer record from ``remote``; return the commit.
 
-        Wildcard refspecs, so an empty hub is not an error; the writer record
-        (``refs/kbgit/*``, see fencing.py) comes in the same round trip. No FETCH_HEAD and
-        no forced-update walk (nothing reads them). ``config``: ``key=value`` settings for
+        Exact refspecs, never ``refs/heads/*``: on a hub that runs no kbgit hook (hosted
+        git) anyone who can push may push other branches or refs, and no store downloads
+        them. An empty hub (or one without a writer record) is not an error. The writer
+        record (see fencing.py) comes in the same round trip. No FETCH_HEAD and no
+        forced-update walk (nothing reads them). ``config``: ``key=value`` settings for
         this fetch only (a follower's, see serving/follower.py ``FETCH_CONFIG``).
         """
-        self.run(
-            *(arg for kv in config for arg in ("-c", kv)),
+        self.fetch_refs(
+            remote,
+            {
+                f"refs/heads/{branch}": f"refs/remotes/{remote}/{branch}",
+                WRITER_REF: hub_ref(remote),
+            },
+            config=config,
+        )
+        return self.rev_parse(f"refs/remotes/{remote}/{branch}")
+
+    def fetch_refs(
+        self, remote: str, refs: Mapping[str, str], *, config: Sequence[str] = ()
+    ) -> None:
+        """Fetch each hub ref of ``refs`` (source -> local ref) that exists, forced.
+
+        One round trip when all exist; when one is missing, ``ls-remote`` says which do.
+        """
+        settings = [arg for kv in config for arg in ("-c", kv)]
+        fixed = [
             "fetch",
             "--quiet",
             "--no-tags",
-            "--prune",
             "--no-write-fetch-head",
             "--no-show-forced-updates",
-            remote,
-            f"+refs/heads/*:refs/remotes/{remote}/*",
-            f"+refs/kbgit/*:refs/kbgit/{remote}/*",
-        )
-        return self.rev_parse(f"refs/remotes/{remote}/{branch}")
+        ]
+
+        def fetch(srcs: Iterable[str]) -> None:
+            self.run(*settings, *fixed, remote, *(f"+{src}:{refs[src]}" for src in srcs))
+
+        try:
+            fetch(refs)
+            return
+        except GitError as exc:
+            if "couldn't find remote ref" not in (exc.stderr or ""):
+                raise
+        listed = self.run(*settings, "ls-remote", "--", remote, *refs)
+        present = {line.split("\t", 1)[1] for line in listed.splitlines() if "\t" in line}
+        if any(src in present for src in refs):
+            fetch(src for src in refs if src in present)
+        for src in refs.keys() - present:  # gone from the hub: as --prune would
+            if self.rev_parse(refs[src]) is not None:
+                self.run("update-ref", "-d", refs[src])
 
     def remote_head(self, remote: str, branch: str) -> str | None:
         """Return the last fetched commit of ``remote``/``branch``, or None."""
         return self.rev_parse(f"refs/remotes/{remote}/{branch}")
+
+
+#: the hub's writer record (fencing.py): the one ref besides the branch a store fetches
+WRITER_REF = "refs/kbgit/writer"
+
+
+def hub_ref(remote: str) -> str:
+    """Return where the hub's writer record is fetched to (``GitRepo.fetch`` fetches it)."""
+    return f"refs/kbgit/{remote}/writer"
 
 
 _FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")

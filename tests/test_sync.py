@@ -348,3 +348,43 @@ def test_the_reader_restarts_after_a_repack_deletes_the_packs_it_holds(
         link for link in Path(f"/proc/{second}/fd").iterdir() if "(deleted)" in os.readlink(link)
     ]
     assert deleted == []  # the new process holds no deleted pack open
+
+
+def test_a_standby_fetches_only_its_branch_and_the_writer_record(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    """A hosted hub runs no kbgit hook: anyone who can push may push other refs.
+
+    A standby (and a primary) must not download them: a 4 MB blob on a junk branch and
+    under refs/kbgit/ stays on the hub.
+    """
+    import subprocess
+
+    store.ingest(docs)
+    junk = tmp_path / "junk"
+    subprocess.run(["git", "init", "-q", "-b", "junk", str(junk)], check=True)
+    (junk / "big.bin").write_bytes(os.urandom(4 << 20))
+    subprocess.run(["git", "-C", str(junk), "add", "big.bin"], check=True)
+    subprocess.run(
+        ["git", "-C", str(junk), "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "j"],
+        check=True,
+    )
+    blob = subprocess.run(
+        ["git", "-C", str(junk), "rev-parse", "HEAD:big.bin"], capture_output=True, text=True
+    ).stdout.strip()
+    for ref in ("refs/heads/junk", "refs/heads/main-junk", "refs/kbgit/junk"):
+        subprocess.run(["git", "-C", str(junk), "push", "-q", str(hub), f"HEAD:{ref}"], check=True)
+    follower = _standby(tmp_path, hub)
+    assert follower.sync_once().status == UPDATED
+    assert follower.repo.head() == store.repo.head()
+    missing = subprocess.run(
+        ["git", "-C", str(tmp_path / "replica"), "cat-file", "-e", blob], capture_output=True
+    )
+    assert missing.returncode != 0, "the junk blob reached the standby"
+    store.pull()  # the writer's own fetch takes the branch and the writer record only
+    assert subprocess.run(["git", "-C", str(store.root), "cat-file", "-e", blob]).returncode != 0
+    # a new store's clone, over a transport (a plain path hard-links the hub's objects)
+    clone = GitRepo.clone(f"file://{hub}", tmp_path / "clone", "main", "hub")
+    assert clone.head() == store.repo.head()
+    gone = subprocess.run(["git", "-C", str(tmp_path / "clone"), "cat-file", "-e", blob])
+    assert gone.returncode != 0
