@@ -388,3 +388,22 @@ def test_a_standby_fetches_only_its_branch_and_the_writer_record(
     assert clone.head() == store.repo.head()
     gone = subprocess.run(["git", "-C", str(tmp_path / "clone"), "cat-file", "-e", blob])
     assert gone.returncode != 0
+
+
+def test_a_recloned_replica_keeps_the_next_tier_it_wakes(
+    tmp_path, hub, store: KnowledgeStore, docs
+) -> None:
+    from kbgit.hub.hooks import install_chain, notify_targets
+
+    store.ingest(docs)
+    _standby(tmp_path, hub).sync_once()
+    replica = tmp_path / "replica"
+    install_chain(replica, notify=["http://127.0.0.1:9/"], token="s3cret")
+    shutil.rmtree(replica / ".git" / "objects")  # damaged: moved aside and cloned again
+    (replica / ".git" / "objects").mkdir()
+    follower = _standby(tmp_path, hub)
+    assert list(tmp_path.glob("replica.corrupt-*"))
+    assert follower.sync_once().status == UPDATED
+    # without this the second tier silently fell back to polling
+    assert notify_targets(str(replica / ".git"), {}) == (["http://127.0.0.1:9"], "s3cret")
+    assert (replica / ".git" / "config").stat().st_mode & 0o077 == 0  # holds the token

@@ -31,6 +31,7 @@ from ..config import DEFAULT_BACKOFF_MAX, DEFAULT_BRANCH, DEFAULT_SYNC_INTERVAL,
 from ..errors import GitError, IntegrityError, KbgitError
 from ..fencing import check as fence_check
 from ..gitrepo import GitRepo, absolute_remote, redact
+from ..hub.hooks import install_chain, notify_targets
 from .downstream import Downstream
 from .service import KnowledgeService, Loaded
 
@@ -107,6 +108,8 @@ class Follower:
         self.interval = interval
         self.backoff_max = backoff_max
         self._lock = service.lock  # an /admin/reload never interleaves with a sync
+        #: the next tier's URLs and token, carried from a replica moved aside to its new clone
+        self._chain: tuple[list[str], str | None] = ([], None)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,6 +168,8 @@ class Follower:
                     hint="choose an empty or missing directory for the standby",
                 )
             GitRepo.init(path, self.branch)
+            if self._chain[0]:  # the next tier the damaged replica woke (kbgit hooks chain)
+                install_chain(path, notify=self._chain[0], token=self._chain[1])
         self.repo.set_remote(HUB_REMOTE, self.hub)
 
     def _local_ok(self) -> bool:
@@ -183,6 +188,10 @@ class Follower:
     def _move_aside(self) -> None:
         path = self.service.path
         self.repo.close()  # its git process would keep reading the old object store
+        try:  # the config usually survives what broke the objects
+            self._chain = notify_targets(str(path / ".git"), {})
+        except Exception:  # noqa: BLE001 - unreadable: nothing to carry over
+            logger.warning("%s: the replica's chain settings could not be read", self.service.name)
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
         if aside.exists():
             shutil.rmtree(aside)
