@@ -194,3 +194,37 @@ def test_post_receive_reads_the_notify_list_and_token_in_one_git_call(hub: Path)
     urls, token = hub_hooks.notify_targets(str(hub), {})
     assert urls == ["http://127.0.0.1:9", "http://127.0.0.1:10"] and token == "t2"
     assert hub_hooks.notify_targets(str(hub), {"KBGIT_TOKEN": "env"})[1] == "env"
+
+
+def test_a_standby_that_trickles_its_answer_holds_a_notify_thread_no_longer_than_the_timeout() -> (
+    None
+):
+    """The timeout is a deadline for the whole answer, not per read: a standby sending a
+    byte at a time kept a hub hook's (or a chained standby's) thread alive for minutes."""
+    import threading
+
+    from kbgit.hub.notify import post_receive
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"H")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    before = threading.active_count()
+    started = time.monotonic()
+    (line,) = post_receive([f"http://127.0.0.1:{listener.getsockname()[1]}"], None, timeout=1.0)
+    assert "timed out" in line
+    wait_until(lambda: threading.active_count() <= before, timeout=3)
+    assert time.monotonic() - started < 3.5
+    stop.set()
+    listener.close()

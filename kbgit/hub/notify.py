@@ -68,7 +68,12 @@ def _status(url: str, token: str | None, timeout: float) -> int:
         ]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         head = b""
+        deadline = time.monotonic() + timeout  # for the whole answer, not per read
         while b"\r\n" not in head and len(head) < 1024:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer trickled past the timeout")
+            sock.settimeout(left)
             chunk = sock.recv(1024)
             if not chunk:
                 break
