@@ -68,11 +68,17 @@ def _split(path: Path, root: Path | None) -> tuple[Path, tuple[str, ...], str]:
 
 
 def write_atomic(
-    path: str | os.PathLike[str], data: bytes, *, root: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` so a crash leaves either the old or the new file.
 
     With ``root``, no directory between ``root`` and ``path`` may be a symbolic link.
+    ``durable=False`` skips the two fsyncs (file and folder): for copies of data kept
+    durably elsewhere (a store's working tree: git's objects, repaired from them).
     """
     path = Path(path)
     base, parts, name = _split(path, Path(root) if root is not None else None)
@@ -85,13 +91,15 @@ def write_atomic(
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    os.fsync(fh.fileno())
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-        os.fsync(dfd)
+        if durable:
+            os.fsync(dfd)
 
 
 def remove(path: str | os.PathLike[str], stop: str | os.PathLike[str]) -> None:

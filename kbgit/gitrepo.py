@@ -25,8 +25,15 @@ from .errors import GitError
 
 logger = logging.getLogger(__name__)
 
-#: git settings of a working store's index (see :meth:`GitRepo.tune_index`)
-INDEX_SETTINGS = {"index.version": "4", "core.untrackedCache": "true", "core.splitIndex": "true"}
+#: git settings of a working store (see :meth:`GitRepo.tune`); core.splitIndex goes last:
+#: it marks a store as tuned
+STORE_SETTINGS = {
+    "core.fsync": "committed",
+    "core.fsyncMethod": "batch",
+    "index.version": "4",
+    "core.untrackedCache": "true",
+    "core.splitIndex": "true",
+}
 
 #: git's well-known empty tree, to diff a first commit against
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -124,9 +131,8 @@ class GitRepo:
         except gitpython.GitCommandError as exc:
             raise GitError(f"git init {path} failed", stderr=str(exc.stderr)) from exc
         repo = cls(path)
-        repo.run("config", "core.fsync", "committed")
         repo.run("config", "core.quotepath", "false")
-        repo.tune_index()
+        repo.tune()
         return repo
 
     @classmethod
@@ -139,20 +145,22 @@ class GitRepo:
             # not chained: GitPython's error repeats the command line, credentials included
             raise GitError(f"git clone {redact(url)} failed", stderr=stderr) from None
         repo = cls(path)
-        repo.tune_index()
+        repo.tune()
         return repo
 
-    def tune_index(self) -> None:
-        """Make git's index cost the change, not the number of files (a working repo).
+    def tune(self) -> None:
+        """Apply :data:`STORE_SETTINGS` to a working store (a no-op when already done).
 
-        A split index writes only the entries that changed since its shared part (a
-        100k-file index is ~7 MB: rewritten whole by every ``update-index`` otherwise),
-        version 4 compresses paths, and the untracked cache spares ``git status`` a
-        ``readdir`` of folders that did not change. Idempotent: a no-op when already set.
+        Git fsyncs the objects and refs of a commit before the branch moves (batched for
+        loose objects), and its index costs the change, not the number of files: a split
+        index writes only the entries that changed since its shared part (a 100k-file
+        index is ~7 MB, rewritten whole by every ``update-index`` otherwise), version 4
+        compresses paths, and the untracked cache spares ``git status`` a ``readdir`` of
+        folders that did not change.
         """
         if self.run_bytes("config", "--get", "core.splitIndex", check=False).strip() == b"true":
             return
-        for key, value in INDEX_SETTINGS.items():
+        for key, value in STORE_SETTINGS.items():
             self.run("config", key, value)
 
     def _exec(

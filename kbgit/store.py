@@ -29,6 +29,8 @@ from .format.limits import Limits
 from .format.signatures import Signature, new_commits, require_signed
 from .format.snapshot import Hit, Snapshot, load_snapshot
 from .format.trailers import Trailers
+from .format.verified import VerifiedRecord
+from .format.verify import verify_commit
 from .fsio import write_atomic
 from .gitrepo import GitRepo, absolute_remote, redact
 from .ingest.commit import IngestResult, run_ingest
@@ -199,12 +201,25 @@ class KnowledgeStore:
                 f"{self.root} has no commits yet",
                 hint=f"ingest documents first: kbgit ingest {self.root} DOCS",
             )
+        limits = Limits.of(self.config)
+        record = VerifiedRecord.open(self.repo)
+        commit = self.repo.rev_parse(rev)
+        base = record.latest()
+        if commit is not None and base is not None and commit not in record:
+            # what the commit shares with one verified here before is trusted: only the
+            # difference is read and checked (an old revision, a commit just pulled)
+            verify_commit(
+                self.repo, commit, base=base, any_base=True, limits=limits,
+                shards=self._cache.shards,
+            )  # fmt: skip
+            record.add(commit)
         return load_snapshot(
             self.repo,
-            rev,
+            commit or rev,
             cache=self._cache,
-            limits=Limits.of(self.config),
+            limits=limits,
             ann=self.ann if ann else None,
+            record=record,
         )
 
     def verify(self, rev: str = "HEAD") -> Snapshot:

@@ -10,8 +10,10 @@ in this order, and nothing else writes commits::
         txn.commit(subject, body_lines, trailers)   # one commit, trailers from format/trailers.py
         txn.push()                                  # to the hub, if one is configured
 
-Writes are temp file + fsync + rename; a crash leaves the working tree at HEAD or at the
-new commit, and the next transaction's repair resets anything half-written.
+Writes are temp file + rename (a reader never sees half a file); git fsyncs the objects
+of a commit before its branch moves, and a crash leaves the working tree at HEAD or at
+the new commit, or half-written: the next transaction's repair resets it from HEAD.
+Only the paths written or deleted are staged: nothing else ever enters a commit.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Writer:
         self.config = config
         #: ledger shards already read and checked (format 2): a commit re-reads only new ones
         self.shards = ShardCache()
-        #: whether git's index settings were checked (stores made before them get them once)
+        #: whether git's settings were checked (stores made before them get them once)
         self._tuned = False
 
     # -- lock and repair ------------------------------------------------------------------
@@ -117,8 +119,8 @@ class Writer:
         Call with the writer lock held. HEAD is always a complete commit: git moves a
         branch only after every object of the commit is written.
         """
-        if not self._tuned:  # stores made before the index settings get them once
-            self.repo.tune_index()
+        if not self._tuned:  # stores made before the settings get them once
+            self.repo.tune()
             self._tuned = True
         if not self.needs_repair(refresh=True):
             return False
@@ -324,8 +326,11 @@ class Transaction:
         self.writer.check_hub()  # under the lock, right before committing: did the hub move?
         for path in self.deletes:
             remove(root / path, root)
+        # no fsync per file: the working tree is a checkout of git's objects, which git
+        # fsyncs (core.fsync=committed) before the branch moves; a file a crash cut short
+        # differs from HEAD and the next transaction's repair restores it from them
         for path, data in self.writes.items():
-            write_atomic(root / path, data, root=root)
+            write_atomic(root / path, data, root=root, durable=False)
         message = commit_message(subject, body, trailers)
         parent = self.repo.head()
         commit = self._commit_tree(message, parent, second_parent)
