@@ -120,8 +120,11 @@ class Writer:
         branch only after every object of the commit is written.
         """
         if not self._tuned:  # stores made before the settings get them once
-            self.repo.tune()
             self._tuned = True
+            try:
+                self.repo.tune()
+            except GitError as exc:  # e.g. a config.lock left by a kill: slower, not wrong
+                logger.warning("cannot apply git settings to %s: %s", self.root, exc)
         if not self.needs_repair(refresh=True):
             return False
         self._clear_stale_index_lock()

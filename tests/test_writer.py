@@ -304,3 +304,17 @@ def test_a_copied_store_gets_the_index_settings_and_a_fresh_index(
     assert not repo.run("diff-files", "--name-only")
     assert repo.run("config", "core.splitIndex") == "true"
     assert not kb.needs_repair()
+
+
+def test_a_stale_config_lock_only_delays_the_settings(store: KnowledgeStore, docs: Path) -> None:
+    """A kill while git wrote its config (config.lock left) must not stop the writer."""
+    store.ingest(docs)
+    store.repo.run("config", "--unset", "core.splitIndex")  # a store made before the settings
+    lock = store.root / ".git" / "config.lock"
+    lock.write_text("")
+    write_docs(docs, {"new.md": "A new runbook about the pager rotation.\n"})
+    assert KnowledgeStore(store.root).ingest(docs).added == ["new.md"]
+    store.verify()
+    lock.unlink()
+    KnowledgeStore(store.root).ingest(docs)
+    assert store.repo.run("config", "core.splitIndex") == "true"
