@@ -335,7 +335,7 @@ class Transaction:
         for path, data in self.writes.items():
             write_atomic(root / path, data, root=root, durable=False)
         message = commit_message(subject, body, trailers)
-        parent = self.repo.head()
+        parent = self.head  # under the lock HEAD cannot move; update-ref checks it anyway
         commit = self._commit_tree(message, parent, second_parent)
         if verify is not None:
             try:

@@ -366,7 +366,12 @@ def build_ingest(
         writes.update(files)
         segments.append(ref)
     # a store keeps its format until `kbgit migrate`; format 2 writes only changed shards
-    files = encode_ledger(Ledger(model_id, dim, dict(chunking), docs, ledger.format), ledger)
+    # the paths popped or set above: the only ones whose ledger entry may differ
+    changed = None if plan.reembed_all else {d.path for d in loaded}.union(plan.deleted)
+    if changed is not None:
+        changed.update(p for pair in plan.renamed for p in pair)
+    new_ledger = Ledger(model_id, dim, dict(chunking), docs, ledger.format)
+    files = encode_ledger(new_ledger, ledger, changed)
     writes.update(files.writes)
     deletes += files.deletes
     live = sum(s.vectors - s.deleted for s in segments)
