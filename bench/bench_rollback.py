@@ -38,6 +38,7 @@ from kbgit.format.checks import SegmentCache
 from kbgit.format.snapshot import load_snapshot
 from kbgit.history.compaction import objects_size
 from kbgit.history.rollback import rollback
+from kbgit.retrieval.fusion import HybridOptions
 
 WORDS = [f"w{i}" for i in range(3000)]
 CHUNK = 40  # fake tokens (words) per chunk
@@ -177,11 +178,14 @@ def measure_query_rev(root: Path, commits: int, text: str) -> dict:
     assert res.hits
     t_again, _ = timed(lambda: warm.query(text, rev=old))
     t_fresh, _ = timed(lambda: KnowledgeStore(root).query(text, rev=f"HEAD~{commits + 1}"))
+    dense = HybridOptions(mode="dense")
+    t_dense, _ = timed(lambda: warm.query(text, rev=f"HEAD~{commits + 2}", options=dense))
     return {
         "query_head_first_s": t_head,
         "query_rev_warm_s": t_warm,
         "query_rev_again_s": t_again,
         "query_rev_fresh_s": t_fresh,
+        "query_rev_dense_s": t_dense,
     }
 
 
@@ -208,7 +212,8 @@ def main() -> None:
             f"query --rev HEAD~{args.commits} (fake embedder): {q['query_rev_warm_s']:.3f} s "
             f"after answering from HEAD ({q['query_head_first_s']:.3f} s), "
             f"{q['query_rev_again_s']:.3f} s asked again; a fresh store object (cold cache, "
-            f"like the CLI after its imports): {q['query_rev_fresh_s']:.3f} s"
+            f"like the CLI after its imports): {q['query_rev_fresh_s']:.3f} s; dense only "
+            f"(no BM25 index to build), another revision: {q['query_rev_dense_s']:.3f} s"
         )
 
 
