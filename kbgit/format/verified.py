@@ -80,10 +80,6 @@ class VerifiedRecord:
     def __contains__(self, commit: object) -> bool:
         return commit in self._known
 
-    def latest(self) -> str | None:
-        """Return the commit recorded last (a base to verify another one against), if any."""
-        return self._commits[-1] if self._commits else None
-
     def add(self, commit: str) -> None:
         """Remember that ``commit`` passed full verification, and persist the record."""
         with self._lock:
