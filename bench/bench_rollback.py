@@ -14,8 +14,12 @@ and a standby cloned from the hub that has loaded HEAD. Then, side by side in on
   size, and whether any index file blob is new to the hub (goal: none); and the same
   for ``--linear`` rollbacks (one parent), which make git resend REV's blobs.
 
-Run:  python bench/bench_rollback.py            (~50k vectors, ~3-4 min)
-      python bench/bench_rollback.py --quick    (~5k vectors, ~30 s)
+* ``query --rev`` of an old revision: time to its answer in a store object that has
+  just answered from HEAD, and in a fresh one (cold cache, like a CLI process).
+
+Run:  python bench/bench_rollback.py               (~50k vectors, ~3-4 min)
+      python bench/bench_rollback.py --docs 4600   (~100k vectors)
+      python bench/bench_rollback.py --quick       (~5k vectors, ~30 s)
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kbgit.format.checks import SegmentCache
 from kbgit.format.snapshot import load_snapshot
 from kbgit.history.compaction import objects_size
 from kbgit.history.rollback import rollback
+from kbgit.retrieval.fusion import HybridOptions
 
 WORDS = [f"w{i}" for i in range(3000)]
 CHUNK = 40  # fake tokens (words) per chunk
@@ -159,13 +164,39 @@ def one_round(kb, standby, hub, src, rng, commits, new_docs, per_doc, n) -> dict
     return row
 
 
+def measure_query_rev(root: Path, commits: int, text: str) -> dict:
+    """Time ``query --rev HEAD~commits`` up to its answer, as the library runs it.
+
+    * warm: a store object that has just answered from HEAD (its segment cache is warm);
+    * fresh: a new store object (cold cache, like a CLI process after its imports), with
+      the record of commits verified on this machine left by the warm one.
+    """
+    old = f"HEAD~{commits}"
+    warm = KnowledgeStore(root)
+    t_head, _ = timed(lambda: warm.query(text, rev="HEAD"))
+    t_warm, res = timed(lambda: warm.query(text, rev=old))
+    assert res.hits
+    t_again, _ = timed(lambda: warm.query(text, rev=old))
+    t_fresh, _ = timed(lambda: KnowledgeStore(root).query(text, rev=f"HEAD~{commits + 1}"))
+    dense = HybridOptions(mode="dense")
+    t_dense, _ = timed(lambda: warm.query(text, rev=f"HEAD~{commits + 2}", options=dense))
+    return {
+        "query_head_first_s": t_head,
+        "query_rev_warm_s": t_warm,
+        "query_rev_again_s": t_again,
+        "query_rev_fresh_s": t_fresh,
+        "query_rev_dense_s": t_dense,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="~5k vectors instead of ~50k")
     ap.add_argument("--commits", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--docs", type=int, help="documents of the first ingest (default 2,000)")
     args = ap.parse_args()
-    docs = 500 if args.quick else 2000
+    docs = args.docs or (500 if args.quick else 2000)
     per_doc = 10 if args.quick else 22
     with tempfile.TemporaryDirectory(prefix="kbgit-bench-rollback-") as tmp:
         base = Path(tmp)
@@ -176,6 +207,14 @@ def main() -> None:
             for n in range(args.rounds)
         ]
         report(rows)
+        q = measure_query_rev(kb.root, args.commits, " ".join(WORDS[:8]))
+        print(
+            f"query --rev HEAD~{args.commits} (fake embedder): {q['query_rev_warm_s']:.3f} s "
+            f"after answering from HEAD ({q['query_head_first_s']:.3f} s), "
+            f"{q['query_rev_again_s']:.3f} s asked again; a fresh store object (cold cache, "
+            f"like the CLI after its imports): {q['query_rev_fresh_s']:.3f} s; dense only "
+            f"(no BM25 index to build), another revision: {q['query_rev_dense_s']:.3f} s"
+        )
 
 
 def report(rows: list[dict]) -> None:

@@ -78,9 +78,10 @@ def write_atomic(
     """Replace ``path`` with ``data`` so a crash leaves either the old or the new file.
 
     With ``root``, no directory between ``root`` and ``path`` may be a symbolic link.
-    ``durable=False`` skips both fsyncs: for checksummed caches only (a file a crash
-    leaves torn fails its checksum and is rebuilt), where the fsyncs cost a standby
-    ~15-20 ms per sync before it can swap.
+    ``durable=False`` skips both fsyncs (file and folder), for two kinds of file only:
+    checksummed caches (a file a crash leaves torn fails its checksum and is rebuilt;
+    the fsyncs cost a standby ~15-20 ms per sync before it can swap) and copies of data
+    kept durably elsewhere (a store's working tree: git's objects, repaired from them).
     """
     path = Path(path)
     base, parts, name = _split(path, Path(root) if root is not None else None)

@@ -29,6 +29,7 @@ from .format.limits import Limits
 from .format.signatures import Signature, new_commits, require_signed
 from .format.snapshot import Hit, Snapshot, load_snapshot
 from .format.trailers import Trailers
+from .format.verified import VerifiedRecord
 from .fsio import write_atomic
 from .gitrepo import GitRepo, absolute_remote, redact
 from .ingest.commit import IngestResult, run_ingest
@@ -199,12 +200,16 @@ class KnowledgeStore:
                 f"{self.root} has no commits yet",
                 hint=f"ingest documents first: kbgit ingest {self.root} DOCS",
             )
+        # a commit verified on this machine before (by this store or the serving daemon)
+        # skips the sha256 pass and the ledger checks; any other is verified in full,
+        # with the segments and documents this object already checked taken by blob id
         return load_snapshot(
             self.repo,
             rev,
             cache=self._cache,
             limits=Limits.of(self.config),
             ann=self.ann if ann else None,
+            record=VerifiedRecord.open(self.repo),
         )
 
     def verify(self, rev: str = "HEAD") -> Snapshot:

@@ -10,8 +10,10 @@ in this order, and nothing else writes commits::
         txn.commit(subject, body_lines, trailers)   # one commit, trailers from format/trailers.py
         txn.push()                                  # to the hub, if one is configured
 
-Writes are temp file + fsync + rename; a crash leaves the working tree at HEAD or at the
-new commit, and the next transaction's repair resets anything half-written.
+Writes are temp file + rename (a reader never sees half a file); git fsyncs the objects
+of a commit before its branch moves, and a crash leaves the working tree at HEAD or at
+the new commit, or half-written: the next transaction's repair resets it from HEAD.
+Only the paths written or deleted are staged: nothing else ever enters a commit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,7 +39,7 @@ from .format.signatures import check_key, sign_options
 from .format.snapshot import load_snapshot
 from .format.trailers import Trailers, commit_message
 from .fsio import remove, write_atomic
-from .gitrepo import GitRepo, redact
+from .gitrepo import EMPTY_TREE, GitRepo, redact
 from .unpushed import clear_pushing, mark_pushing, refused_hint, settle_refused
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,8 @@ class Writer:
         self.config = config
         #: ledger shards already read and checked (format 2): a commit re-reads only new ones
         self.shards = ShardCache()
+        #: whether git's settings were checked (stores made before them get them once)
+        self._tuned = False
 
     # -- lock and repair ------------------------------------------------------------------
     def lock(
@@ -94,9 +99,18 @@ class Writer:
             raise LockedError(f"gave up waiting for the writer lock of {self.root}") from None
         return lock
 
-    def needs_repair(self) -> bool:
-        """Tell whether the working tree differs from HEAD (an interrupted write)."""
-        out = self.repo.run("status", "--porcelain", "--untracked-files=all", "--", *TRACKED)
+    def needs_repair(self, *, refresh: bool = False) -> bool:
+        """Tell whether the working tree differs from HEAD (an interrupted write).
+
+        With ``refresh`` (writer lock held) git may also rewrite its index when stat data
+        went stale (a copied or restored store: new inodes and times). Commits stage only
+        the paths they change, so nothing else refreshes it, and every later status would
+        hash each file again.
+        """
+        env = {"GIT_OPTIONAL_LOCKS": "1"} if refresh else None
+        out = self.repo.run(
+            "status", "--porcelain", "--untracked-files=all", "--", *TRACKED, env=env
+        )
         return bool(out) or (self.root / ".git" / "index.lock").exists()
 
     def repair(self) -> bool:
@@ -105,7 +119,13 @@ class Writer:
         Call with the writer lock held. HEAD is always a complete commit: git moves a
         branch only after every object of the commit is written.
         """
-        if not self.needs_repair():
+        if not self._tuned:  # stores made before the settings get them once
+            self._tuned = True
+            try:
+                self.repo.tune()
+            except GitError as exc:  # e.g. a config.lock left by a kill: slower, not wrong
+                logger.warning("cannot apply git settings to %s: %s", self.root, exc)
+        if not self.needs_repair(refresh=True):
             return False
         self._clear_stale_index_lock()
         if self.repo.head() is not None:
@@ -276,8 +296,18 @@ class Transaction:
         self.deletes.append(path)
 
     def restore_tree(self, commit: str) -> None:
-        """Make index and working tree exactly ``commit``'s (staged writes then apply on top)."""
-        self.repo.run("read-tree", "--reset", "-u", commit)
+        """Stage ``commit``'s tree: write or delete each file that differs from HEAD's.
+
+        Only the difference is read (:meth:`GitRepo.changed_files`), and it is staged like
+        any other change, so later writes apply on top and the commit touches only it.
+        """
+        changes = self.repo.changed_files(self.head or EMPTY_TREE, commit)
+        blobs = self.repo.read_blobs(b for b in changes.values() if b is not None)
+        for path, blob in changes.items():
+            if blob is None:
+                self.delete(path)
+            else:
+                self.write(path, blobs[blob])
 
     def commit(
         self,
@@ -286,26 +316,33 @@ class Transaction:
         trailers: Trailers,
         *,
         second_parent: str | None = None,
-        verify: SegmentCache | None = None,
+        verify: SegmentCache | Callable[[str], object] | None = None,
     ) -> str:
         """Write the staged files and commit them; return the new commit id.
 
         ``second_parent`` records a merge parent (rollback: git then sends nothing that
-        commit has). With ``verify`` the commit is loaded and checked, and undone (HEAD
-        reset to its parent) if it fails.
+        commit has). With ``verify`` (a segment cache to load the commit with, or a
+        function that checks a commit id) the commit is checked, and undone (HEAD reset to
+        its parent) if it fails.
         """
         root = self.writer.root
         self.writer.check_hub()  # under the lock, right before committing: did the hub move?
         for path in self.deletes:
             remove(root / path, root)
+        # no fsync per file: the working tree is a checkout of git's objects, which git
+        # fsyncs (core.fsync=committed) before the branch moves; a file a crash cut short
+        # differs from HEAD and the next transaction's repair restores it from them
         for path, data in self.writes.items():
-            write_atomic(root / path, data, root=root)
+            write_atomic(root / path, data, root=root, durable=False)
         message = commit_message(subject, body, trailers)
-        parent = self.repo.head()
+        parent = self.head  # under the lock HEAD cannot move; update-ref checks it anyway
         commit = self._commit_tree(message, parent, second_parent)
         if verify is not None:
             try:
-                load_snapshot(self.repo, commit, cache=verify)
+                if isinstance(verify, SegmentCache):
+                    load_snapshot(self.repo, commit, cache=verify)
+                else:
+                    verify(commit)
             except IntegrityError:
                 self.repo.run("reset", "--quiet", "--hard", parent or "HEAD")
                 logger.error("commit %s failed verification and was undone", commit[:12])
@@ -314,34 +351,32 @@ class Transaction:
         return commit
 
     def _commit_tree(self, message: str, parent: str | None, second: str | None) -> str:
-        tracked = {
-            p.split("/", 1)[0] for p in self.repo.run("ls-files", "--", *TRACKED).split("\n")
-        }
-        paths = [p for p in TRACKED if (self.writer.root / p).exists() or p in tracked]
-        self.repo.run("add", "--all", "--", *paths)
-        author = self.writer.author_args()
-        sign = ["-S"] if self.writer.config.signing_key else []
-        if second is None:
-            self.repo.run(
-                *author,
-                "commit",
-                *sign,
-                "--quiet",
-                "--no-verify",
-                "--file=-",
-                input=message.encode(),
-            )
-            head = self.repo.head()
-            assert head is not None
-            return head
-        assert parent is not None
+        """Stage exactly the paths this transaction wrote or deleted, and commit them.
+
+        Git's index already holds HEAD (repair made sure), so only the changed entries
+        are updated and ``write-tree`` reuses the cached trees of untouched folders: the
+        cost follows the change, not the store (``git add --all`` of the tracked folders
+        stats every file). A file nobody staged (a stray file) is never committed.
+        """
+        self.stage()
         tree = self.repo.run("write-tree")
+        parents = [a for p in (parent, second) if p for a in ("-p", p)]
+        sign = ["-S"] if self.writer.config.signing_key else []
         commit = self.repo.run(
-            *author, "commit-tree", *sign, tree, "-p", parent, "-p", second, "-F", "-",
+            *self.writer.author_args(), "commit-tree", *sign, tree, *parents, "-F", "-",
             input=message.encode(),
         )  # fmt: skip
-        self.repo.run("update-ref", "-m", "kbgit", "HEAD", commit, parent)
+        # compare-and-swap on HEAD's branch: "" means it must not exist yet (first commit)
+        self.repo.run("update-ref", "-m", "kbgit: commit", "HEAD", commit, parent or "")
         return commit
+
+    def stage(self) -> None:
+        """Update git's index for every path written or deleted (never any other path)."""
+        paths = dict.fromkeys([*self.deletes, *self.writes])
+        if paths:
+            data = b"".join(os.fsencode(p) + b"\0" for p in paths)
+            self.repo.run("update-index", "--add", "--remove", "--replace", "-z", "--stdin",
+                          input=data)  # fmt: skip
 
     def push(self) -> bool:
         """Push the new HEAD to the hub; return whether anything was pushed."""

@@ -86,3 +86,22 @@ def test_a_trusted_load_remembers_its_documents_so_the_next_commit_reads_only_ne
     for path, blob in blobs.items():
         doc = snap.ledger.documents[path.removeprefix("docs/")]
         assert restarted.cache.doc_claims(blob) == (doc.sha256, doc.size)
+
+
+def test_store_records_what_it_verified_and_refuses_a_bad_revision(
+    store: KnowledgeStore, docs: Path
+) -> None:
+    """query --rev: a commit verified here once is trusted; a bad one is never recorded."""
+    first = store.ingest(docs).commit
+    (docs / "keys.md").write_text("Keys rotate monthly now, with a one day overlap.\n")
+    head = store.ingest(docs).commit
+    assert head and first
+    store.snapshot()
+    assert head in VerifiedRecord.open(store.repo)
+    old = KnowledgeStore(store.root).query("keys rotate", rev=first)
+    assert old.commit == first and old.hits
+    assert first in VerifiedRecord.open(store.repo)
+    bad = _commit_bad_document(store)
+    with pytest.raises(IntegrityError, match=r"docs/guide/vpn\.md: sha256 mismatch"):
+        KnowledgeStore(store.root).query("vpn", rev=bad)
+    assert bad not in VerifiedRecord.open(store.repo)

@@ -348,3 +348,35 @@ def test_hub_refuses_a_bad_commit_hidden_under_a_good_one(
     code, err = _push(store)
     assert code != 0 and f"commit {bad[:12]} fails verification" in err, err
     assert GitRepo(hub).rev_parse("main") == good
+
+
+# -- a base that is not an ancestor (rollback, reading an old revision) --------------------
+def test_any_base_trusts_shared_files_and_revives_dropped_tombstones(
+    ingested: KnowledgeStore,
+) -> None:
+    """An older commit checked against a newer one: the newer one's tombstones are dropped."""
+    store = ingested
+    older, newer = store.repo.run("rev-list", "--reverse", "HEAD").split()
+    verified = verify_commit(store.repo, older, base=newer, any_base=True)
+    assert verified.commit == older and verified.ledger == load_snapshot(store.repo, older).ledger
+
+
+def test_any_base_refuses_a_dropped_tombstone_the_ledger_still_drops(
+    ingested: KnowledgeStore,
+) -> None:
+    """Dropping a tombstone revives its rows: a ledger that does not list them is refused."""
+    store = ingested
+    base = store.repo.head()
+    manifest = json.loads((store.root / "manifest.json").read_text())
+    seg = next(s for s in manifest["segments"] if s["name"] == "g000001")
+    assert seg["tombstones"]
+    for ref in seg["tombstones"]:
+        manifest["live_vectors"] += ref["count"]
+        (store.root / ref["path"]).unlink()
+    seg["tombstones"] = []
+    (store.root / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
+    bad = commit_all(store)
+    with pytest.raises(IntegrityError, match="is in no ledger document"):
+        load_snapshot(store.repo, bad)
+    with pytest.raises(IntegrityError, match="is in no ledger document"):
+        verify_commit(store.repo, bad, base=base, any_base=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,3 +234,87 @@ def test_hub_setting_is_what_ingest_pushes_to(
     assert moved.status().hub == str(second)
     assert moved.push()  # the whole history goes to the hub the settings name
     assert GitRepo(second).rev_parse("refs/heads/main") == store.repo.head()
+
+
+# -- staging exactly what a transaction writes (issue 10: commit cost follows the change) ---
+def test_a_stray_file_is_never_committed_and_the_next_writer_removes_it(
+    store: KnowledgeStore, docs: Path
+) -> None:
+    store.ingest(docs)
+    stray = store.root / "docs" / "stray.md"
+    write_docs(docs, {"new.md": "A new runbook about the pager rotation.\n"})
+
+    def drop_a_stray_file(stage: str, done: int, total: int) -> None:
+        if stage == "embed" and not stray.exists():  # inside the transaction, after repair
+            stray.write_text("copied here by hand while the ingest ran\n")
+
+    result = store.ingest(docs, progress=drop_a_stray_file)
+    tree = store.repo.ls_tree(result.commit)
+    assert "docs/new.md" in tree and "docs/stray.md" not in tree
+    assert stray.exists() and store.needs_repair()
+    store.verify()
+    assert store.ingest(docs).commit is None  # nothing to commit; its repair removes the stray
+    assert not stray.exists() and not store.needs_repair()
+
+
+ODD_NAMES = {
+    "-leading-dash.md": "Leading dash files must not be read as git options.\n",
+    "--.md": "Two dashes only, like the end of git's options.\n",
+    "with space/a b.md": "Spaces in folder and file names.\n",
+    "ünïcødé/日本語.md": "Unicode folder and file names, not ASCII.\n",
+    "[glob]*?.md": "Pathspec magic characters taken literally.\n",
+    ":(exclude)x.md": "A pathspec magic prefix taken literally.\n",
+    'quote"s.md': "A double quote git would otherwise quote.\n",
+}
+
+
+def test_odd_file_names_are_staged_exactly(store: KnowledgeStore, tmp_path: Path) -> None:
+    src = write_docs(tmp_path / "odd", {"plain.md": "A plain document.\n", **ODD_NAMES})
+    first = store.ingest(src)
+    assert not first.failed, first.failed
+    tree = store.repo.ls_tree(first.commit)
+    assert {f"docs/{n}" for n in ODD_NAMES} <= set(tree)
+    assert not store.needs_repair()
+    store.verify()
+    (src / "-leading-dash.md").unlink()
+    (src / "ünïcødé" / "日本語.md").rename(src / "ünïcødé" / "名前.md")
+    write_docs(src, {"[glob]*?.md": "Edited: pathspec magic characters taken literally.\n"})
+    second = store.ingest(src)
+    tree = store.repo.ls_tree(second.commit)
+    assert "docs/-leading-dash.md" not in tree and "docs/ünïcødé/日本語.md" not in tree
+    assert "docs/ünïcødé/名前.md" in tree and len(second.updated) == 1
+    assert not (store.root / "docs" / "-leading-dash.md").exists()
+    assert not store.needs_repair()
+    store.verify()
+
+
+def test_a_copied_store_gets_the_index_settings_and_a_fresh_index(
+    store: KnowledgeStore, docs: Path, tmp_path: Path
+) -> None:
+    """Commits stage only what changed, so the writer refreshes a stale index itself."""
+    assert store.repo.run("config", "core.splitIndex") == "true"
+    store.ingest(docs)
+    copy = Path(shutil.copytree(store.root, tmp_path / "copy", symlinks=True))
+    repo = GitRepo(copy)
+    repo.run("config", "--unset", "core.splitIndex")  # a store made before the settings
+    assert repo.run("diff-files", "--name-only")  # new inodes and ctimes: every entry stale
+    kb = KnowledgeStore(copy)
+    write_docs(docs, {"new.md": "A new runbook about the pager rotation.\n"})
+    assert kb.ingest(docs, push=False).added == ["new.md"]
+    assert not repo.run("diff-files", "--name-only")
+    assert repo.run("config", "core.splitIndex") == "true"
+    assert not kb.needs_repair()
+
+
+def test_a_stale_config_lock_only_delays_the_settings(store: KnowledgeStore, docs: Path) -> None:
+    """A kill while git wrote its config (config.lock left) must not stop the writer."""
+    store.ingest(docs)
+    store.repo.run("config", "--unset", "core.splitIndex")  # a store made before the settings
+    lock = store.root / ".git" / "config.lock"
+    lock.write_text("")
+    write_docs(docs, {"new.md": "A new runbook about the pager rotation.\n"})
+    assert KnowledgeStore(store.root).ingest(docs).added == ["new.md"]
+    store.verify()
+    lock.unlink()
+    KnowledgeStore(store.root).ingest(docs)
+    assert store.repo.run("config", "core.splitIndex") == "true"

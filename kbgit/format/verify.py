@@ -48,15 +48,37 @@ class _Base:
     segments: dict[str, SegmentRef]
 
 
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """A commit :func:`verify_commit` accepted, with what it read of it."""
+
+    commit: str
+    tree: _Tree
+    ledger: Ledger
+    manifest: Manifest
+
+
 def verify_commit(
-    repo: GitRepo, rev: str, *, base: str | None = None, limits: Limits = DEFAULT_LIMITS
-) -> None:
-    """Verify commit ``rev`` like ``load_snapshot``, trusting files unchanged since ``base``."""
+    repo: GitRepo,
+    rev: str,
+    *,
+    base: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    any_base: bool = False,
+    shards: ShardCache | None = None,
+) -> Verified:
+    """Verify commit ``rev`` like ``load_snapshot``, trusting files unchanged since ``base``.
+
+    ``base`` must be an ancestor of ``rev`` (the hub's case), unless ``any_base``: a
+    verified commit anywhere in history (a rollback's HEAD, a served commit) vouches for
+    each file it shares with ``rev`` all the same. ``shards``: ledger shards already read.
+    """
     commit = repo.rev_parse(rev)
     if commit is None:
         raise no_such_revision(repo, rev)
-    shards = ShardCache()  # shared with the base: a shard unchanged since it is parsed once
-    known = _read_base(repo, base, commit, shards)
+    # shared with the base: a shard unchanged since it is parsed once
+    shards = shards if shards is not None else ShardCache()
+    known = _read_base(repo, base, commit, shards, any_base=any_base)
     tree, ledger, manifest, ledger_raw = read_tree(repo, commit, shards, limits)
     check_header(ledger, manifest, ledger_raw, tree)
     names = [s.name for s in manifest.segments]
@@ -67,7 +89,7 @@ def verify_commit(
         segments, _keys = load_segments(repo, tree, manifest, SegmentCache())
         check_live(ledger, manifest, segments, load_tombstones(repo, tree, manifest, segments))
         check_docs(repo, tree, ledger, SegmentCache())
-        return
+        return Verified(commit, tree, ledger, manifest)
     expected = expected_ids(ledger, manifest)
     base_expected = _segment_ids(known.ledger)
     full = []
@@ -79,12 +101,15 @@ def verify_commit(
     if total != manifest.live_vectors:
         raise IntegrityError(f"{total} live vectors, manifest says {manifest.live_vectors}")
     check_docs(repo, tree, ledger, _docs_cache(known))
+    return Verified(commit, tree, ledger, manifest)
 
 
-def _read_base(repo: GitRepo, base: str | None, commit: str, shards: ShardCache) -> _Base | None:
+def _read_base(
+    repo: GitRepo, base: str | None, commit: str, shards: ShardCache, *, any_base: bool
+) -> _Base | None:
     """Return the base's tree, ledger and segments, or None to verify in full."""
     base_commit = repo.rev_parse(base) if base else None
-    if base_commit is None or not repo.is_ancestor(base_commit, commit):
+    if base_commit is None or not (any_base or repo.is_ancestor(base_commit, commit)):
         return None
     try:
         tree, ledger, manifest, _raw = read_tree(repo, base_commit, shards)
@@ -123,20 +148,23 @@ def _check_trusted(
     ):
         return False
     kept = {t for t in seg.tombstones if t in old.tombstones and _same_file(tree, base, t.path)}
-    if kept != set(old.tombstones):  # a tombstone dropped or rewritten: re-read the segment
-        return False
-    live_at_base = base_expected.get(seg.name, set())
+    # a tombstone of the base that is gone (a rollback to before it): its ids live again.
+    # The base verified it (its ids were rows of this segment, dead only there), so its
+    # ids plus the base's live ids are what the segment's other tombstones may kill
+    dropped = [t for t in old.tombstones if t not in kept]
+    revived = set().union(*_read_new_tombstones(repo, base.tree, dropped))
+    alive = base_expected.get(seg.name, set()) | revived
     killed = _read_new_tombstones(repo, tree, [t for t in seg.tombstones if t not in kept])
-    if any(not set(ids) <= live_at_base for ids in killed) or sum(map(len, killed)) != len(
+    if any(not set(ids) <= alive for ids in killed) or sum(map(len, killed)) != len(
         set().union(*killed)
     ):
         return False  # unknown, dead or twice-tombstoned ids: the full check names them
-    live_mismatch(seg.name, live_at_base - set().union(*killed), expected)
+    live_mismatch(seg.name, alive - set().union(*killed), expected)
     return True
 
 
 def _read_new_tombstones(repo: GitRepo, tree: _Tree, refs: list[TombstoneRef]) -> list[list[str]]:
-    """Read and check tombstone files not in base: sha256, size, JSON list, count."""
+    """Read and check tombstone files of ``tree``: sha256, size, JSON list, count."""
     blobs = read_claimed(repo, {tree[t.path]: (t.path, t.size) for t in refs})
     out = []
     for t in refs:

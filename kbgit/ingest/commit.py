@@ -127,7 +127,14 @@ def _doc_writes(
         if data is None:
             raise FileNotFoundError(f"{DOCS_DIR}/{old_path} missing from HEAD")
         build.writes[f"{DOCS_DIR}/{new_path}"] = data
-    for path in set(old.documents) - set(build.ledger.documents):
+    # only a deleted, renamed or reloaded document can leave the ledger (any one when all
+    # are re-embedded): checking those alone keeps a one-document change O(1)
+    gone = (
+        old.documents.keys()
+        if plan.reembed_all
+        else {*plan.deleted, *(a for a, _ in plan.renamed), *(d.path for d in loaded)}
+    )
+    for path in sorted(p for p in gone if p in old.documents and p not in build.ledger.documents):
         build.deletes.append(f"{DOCS_DIR}/{path}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -335,13 +336,13 @@ def build_ingest(
     docs = {} if plan.reembed_all else dict(ledger.documents)
     victims: dict[str, list[str]] = {}
     replaced = set(ledger.documents) if plan.reembed_all else {d.path for d in loaded}
-    for path in set(plan.deleted) | (replaced & set(ledger.documents)):
+    for path in set(plan.deleted) | (replaced & ledger.documents.keys()):
         old = ledger.documents[path]
         victims.setdefault(old.segment, []).extend(old.chunks)
         docs.pop(path, None)
     for old_path, new_path in plan.renamed:
         docs[new_path] = docs.pop(old_path)
-    taken = {c for d in docs.values() for c in d.chunks}
+    taken = set(itertools.chain.from_iterable(d.chunks for d in docs.values()))
     rows: list[Row] = []
     for doc in loaded:
         sha = sha256(doc.data)
@@ -366,7 +367,12 @@ def build_ingest(
         writes.update(files)
         segments.append(ref)
     # a store keeps its format until `kbgit migrate`; format 2 writes only changed shards
-    files = encode_ledger(Ledger(model_id, dim, dict(chunking), docs, ledger.format), ledger)
+    # the paths popped or set above: the only ones whose ledger entry may differ
+    changed = None if plan.reembed_all else {d.path for d in loaded}.union(plan.deleted)
+    if changed is not None:
+        changed.update(p for pair in plan.renamed for p in pair)
+    new_ledger = Ledger(model_id, dim, dict(chunking), docs, ledger.format)
+    files = encode_ledger(new_ledger, ledger, changed)
     writes.update(files.writes)
     deletes += files.deletes
     live = sum(s.vectors - s.deleted for s in segments)
