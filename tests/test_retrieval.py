@@ -460,3 +460,22 @@ def test_a_lexical_entry_naming_a_chunk_twice_is_rebuilt(store, tmp_path) -> Non
     again.reload()
     assert (again.lexical.terms.built, again.lexical.terms.loaded) == (1, 1)
     assert [(h.chunk_id, h.score) for h in again.query("alpha", 5, options=LEX).hits] == want
+
+
+def test_tombstones_and_a_rollback_reviving_rows_reuse_the_term_matrix(store, tmp_path) -> None:
+    """A segment's matrix covers all its rows: deletes and revivals are masks, not builds."""
+    from kbgit.history.rollback import rollback
+    from kbgit.serving.service import KnowledgeService
+
+    docs = write_docs(tmp_path / "d", {"a.md": "alpha apricot", "b.md": "beta banana"})
+    first = store.ingest(docs).commit
+    (docs / "a.md").unlink()
+    store.ingest(docs)  # a tombstone in the one segment
+    svc = KnowledgeService("t", store.root)  # first seen with a.md's rows dead
+    svc.reload()
+    assert svc.lexical.terms.built == 1
+    assert not any(h.source == "a.md" for h in svc.query("apricot", 5, options=LEX).hits)
+    rollback(store, first)  # the tombstone is gone: a.md's rows live again
+    svc.reload()
+    assert [h.source for h in svc.query("apricot", 5, options=LEX).hits] == ["a.md"]
+    assert svc.lexical.terms.built == 1  # nothing tokenized again (was: the segment rebuilt)

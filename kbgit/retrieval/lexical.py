@@ -102,23 +102,26 @@ class TermsCache:
         self.built = 0
         self.loaded = 0
 
-    def get(self, key: tuple[str, str], rows: Sequence[Row], live: set[str]) -> SegmentTerms:
-        """Return the cached matrix for ``key``, building it from ``rows`` when needed.
-
-        A matrix is built from the rows live at the time; a later commit can only
-        tombstone more of them, except after a rollback, which revives rows: those
-        are missing from the matrix, so it is rebuilt.
-        """
+    def get(self, key: tuple[str, str], rows: Sequence[Row]) -> SegmentTerms:
+        """Return the cached matrix for ``key`` (memory, then the checked disk cache), or
+        build it from ``rows``: every row of the segment, tombstoned ones included, so
+        that any later commit's live mask applies (tombstones added, or revived by a
+        rollback). An entry of an older release may hold fewer rows (see
+        ``LexicalIndexes._build``)."""
         with self._lock:
             terms = self._items.get(key)
-        if terms is not None and _covers(terms, live):
+        if terms is not None:
             return terms
         terms = self._from_disk(key, rows)
-        if terms is not None and _covers(terms, live):
+        if terms is not None:
             with self._lock:
                 self._items[key] = terms
                 self.loaded += 1
             return terms
+        return self.build(key, rows)
+
+    def build(self, key: tuple[str, str], rows: Sequence[Row]) -> SegmentTerms:
+        """Tokenize ``rows`` into the matrix for ``key``; keep it in memory and on disk."""
         terms = SegmentTerms.build(rows, cjk=key[1])
         with self._lock:
             self._items[key] = terms
@@ -236,7 +239,8 @@ def _mask(t: SegmentTerms, allowed: Callable[[Row], bool]) -> np.ndarray:
     )
 
 
-def _covers(terms: SegmentTerms, live: set[str]) -> bool:
+def covers(terms: SegmentTerms, live: set[str]) -> bool:
+    """Tell whether ``terms`` holds every id of ``live``."""
     return len(live) <= len(terms.ids) and live.issubset(terms.ids)
 
 

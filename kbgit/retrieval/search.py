@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from ..errors import QueryError
 from ..format.snapshot import Hit, Snapshot
 from ..format.vector_index import Row
 from .fusion import HybridOptions, fuse
-from .lexical import LexicalIndex, TermsCache, live_mask
+from .lexical import LexicalIndex, SegmentTerms, TermsCache, covers, live_mask
 from .termstore import CACHE_SUBDIR
 from .tokenize import DEFAULT_CJK
 
@@ -59,6 +60,8 @@ class LexicalIndexes:
         self._by_commit: collections.OrderedDict[str, LexicalIndex] = collections.OrderedDict()
         #: the term-cache keys each kept index uses
         self._keys: dict[str, set[tuple[str, str]]] = {}
+        #: term matrices found to hold their segment's rows in order (see _aligned)
+        self._checked: dict[tuple[str, str], SegmentTerms] = {}
         #: the served commit (a server's last retain): never evicted by other revisions
         self._pinned: str | None = None
         self._lock = threading.Lock()
@@ -83,23 +86,51 @@ class LexicalIndexes:
                 evicted = True
             used = set().union(*self._keys.values()) if evicted else None
         if used is not None:  # a long-lived process forgets terms no kept index uses
-            self.terms.retain(used)
+            self._keep_terms(used)
         return idx
 
     def _segment_keys(self, snap: Snapshot) -> set[tuple[str, str]]:
         return {(ref.rows.sha256, self.cjk) for ref in snap.manifest.segments}
 
     def _build(self, snap: Snapshot) -> LexicalIndex:
-        live: dict[str, list[Row]] = collections.defaultdict(list)
-        for name, row in snap.index.rows():
-            live[name].append(row)
+        """Put together ``snap``'s index: O(segments) for segments seen before.
+
+        A segment's term matrix covers every row of its rows file, in order, so the dense
+        index's live mask (its tombstones) applies to it as is: no walk over the rows. An
+        entry made by an older release from the rows live then is checked row by row.
+        """
+        live_parts = {seg.name: (seg, mask) for seg, mask in snap.index.parts()}
         parts = []
         for ref in snap.manifest.segments:
-            rows = live.get(ref.name, [])
-            ids = {r.id for r in rows}
-            terms = self.terms.get((ref.rows.sha256, self.cjk), rows, ids)
-            parts.append((ref.name, terms, live_mask(terms, ids)))
+            found = live_parts.get(ref.name)
+            if found is None:
+                continue  # no live row: it neither matches nor counts
+            seg, mask = found
+            key = (ref.rows.sha256, self.cjk)
+            terms = self.terms.get(key, seg.rows)
+            if not self._aligned(key, terms, seg.rows):  # an older entry: from live rows only
+                rows = seg.rows if mask is None else itertools.compress(seg.rows, mask)
+                ids = {r.id for r in rows}
+                if covers(terms, ids):
+                    parts.append((ref.name, terms, live_mask(terms, ids)))
+                    continue
+                terms = self.terms.build(key, seg.rows)
+                self._aligned(key, terms, seg.rows)
+            live = mask if mask is not None else np.ones(len(seg.rows), dtype=bool)
+            parts.append((ref.name, terms, live))
         return LexicalIndex(snap.commit, parts, self.cjk)
+
+    def _aligned(self, key: tuple[str, str], terms: SegmentTerms, rows: Sequence[Row]) -> bool:
+        """Tell whether ``terms`` holds exactly ``rows``' ids in order (checked once per
+        matrix: a disk entry is trusted for its checksum, not for its row order)."""
+        with self._lock:
+            if self._checked.get(key) is terms:
+                return True
+        if terms.ids != tuple(r.id for r in rows):
+            return False
+        with self._lock:
+            self._checked[key] = terms
+        return True
 
     def retain(self, snap: Snapshot) -> None:
         """Keep only what ``snap`` uses (after a swap); later revisions never evict it."""
@@ -108,7 +139,12 @@ class LexicalIndexes:
             keep = {c: i for c, i in self._by_commit.items() if c == snap.commit}
             self._by_commit = collections.OrderedDict(keep)
             self._keys = {c: k for c, k in self._keys.items() if c in keep}
-        self.terms.retain(self._segment_keys(snap))
+        self._keep_terms(self._segment_keys(snap))
+
+    def _keep_terms(self, keys: set[tuple[str, str]]) -> None:
+        self.terms.retain(keys)
+        with self._lock:
+            self._checked = {k: t for k, t in self._checked.items() if k in keys}
 
 
 def _row_filter(
