@@ -318,3 +318,43 @@ def test_a_stale_config_lock_only_delays_the_settings(store: KnowledgeStore, doc
     lock.unlink()
     KnowledgeStore(store.root).ingest(docs)
     assert store.repo.run("config", "core.splitIndex") == "true"
+
+
+@pytest.mark.parametrize("with_hub", [True, False])
+def test_the_write_path_packs_loose_objects_itself_in_the_foreground(
+    tmp_path: Path, hub: Path, with_hub: bool
+) -> None:
+    """Commits no longer run ``git commit`` (and its gc); a detached gc started by the
+    hub check's fetch raced the next ingests (commit+push 1.5-1.7x slower once a store
+    passed gc.auto's loose objects). Each transaction runs git's auto-maintenance itself,
+    under the lock, after the push: a store without a hub is packed too."""
+    from kbgit import KnowledgeStore
+
+    from .conftest import FAKE_CONFIG
+
+    kb = KnowledgeStore.init(
+        tmp_path / "kb", hub=str(hub) if with_hub else None, config=FAKE_CONFIG
+    )
+    blobs = tmp_path / "blobs"  # 4,000 loose objects: past gc.auto for certain
+    blobs.mkdir()
+    for i in range(4000):
+        (blobs / str(i)).write_text(f"loose object {i}")
+    shas = subprocess.run(
+        ["git", "-C", str(kb.root), "hash-object", "-w", "--stdin-paths"],
+        input="\n".join(str(blobs / str(i)) for i in range(4000)),
+        text=True,
+        check=True,
+        capture_output=True,
+    ).stdout.split()
+    tree = kb.repo.run(
+        "mktree", input="".join(f"100644 blob {b}\t{i}\n" for i, b in enumerate(shas)).encode()
+    )
+    kb.repo.run("update-ref", "refs/junk", kb.repo.run("commit-tree", tree, "-m", "junk"))
+    write_docs(tmp_path / "d", {"f.md": "one document about a topic"})
+    kb.ingest(tmp_path / "d")
+    counts = dict(line.split(": ", 1) for line in kb.repo.run("count-objects", "-v").splitlines())
+    assert int(counts["packs"]) >= 1
+    # packed before the write returned (git's loose-objects task deletes the loose copies
+    # at its next run, so concurrent readers never miss an object)
+    assert int(counts["in-pack"]) >= 4000
+    assert not (kb.root / ".git" / "gc.pid").exists()  # nothing left running detached
