@@ -154,8 +154,8 @@ def read_cache_entry(path: Path, digest: Path, key: str) -> bytes | None:
     checksum fails (the caller deletes and rebuilds it).
     """
     try:
-        data = _read_regular(path)
-        want = _read_regular(digest, limit=256).decode("ascii", "replace").strip()
+        data = read_regular(path)
+        want = read_regular(digest, limit=256).decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None  # absent (or half there): built and written again
     except OSError as exc:
@@ -165,12 +165,20 @@ def read_cache_entry(path: Path, digest: Path, key: str) -> bytes | None:
     return data
 
 
-def _read_regular(path: Path, limit: int = -1) -> bytes:
-    # O_NOFOLLOW: a link is not read (ELOOP); O_NONBLOCK: opening a FIFO cannot block
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """Open a file for reading; refuse symbolic links, FIFOs, sockets and devices (OSError)."""
+    # O_NOFOLLOW: a link is never read (it could point anywhere, e.g. /etc/passwd);
+    # O_NONBLOCK: opening a FIFO must not block for ever
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError("not a regular file")
+    return fd
+
+
+def read_regular(path: str | os.PathLike[str], limit: int = -1) -> bytes:
+    """Return a regular file's bytes (at most ``limit``; see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as fh:
         return fh.read(limit)
 
 

@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import os
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from ..format.manifest import (
 )
 from ..format.shards import encode_ledger
 from ..format.vector_index import Row
+from ..fsio import open_regular, read_regular
 from .chunking import Chunk, split_sections
 from .documents import load_document, loader_for
 
@@ -81,23 +81,6 @@ class Plan:
 def hidden_path(rel: str) -> bool:
     """Tell whether a path has a hidden segment (folder ingests neither read nor delete these)."""
     return any(part.startswith(".") for part in rel.split("/"))
-
-
-def open_regular(path: Path) -> int:
-    """Open a source file for reading; refuse symbolic links, FIFOs, sockets and devices."""
-    # O_NOFOLLOW: a link is never read (it could point anywhere, e.g. /etc/passwd);
-    # O_NONBLOCK: opening a FIFO must not block the ingest for ever
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError("not a regular file")
-    return fd
-
-
-def read_regular(path: Path) -> bytes:
-    """Return a source file's bytes (see :func:`open_regular`)."""
-    with os.fdopen(open_regular(path), "rb") as fh:
-        return fh.read()
 
 
 def printable(rel: str) -> str:
